@@ -1,0 +1,228 @@
+"""Back office: catalog and change rules are editable; money records and the audit trail are read-only."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from billing.errors import BillingError
+from billing.models import (
+    AuditEvent,
+    BalanceEntry,
+    ChangeRule,
+    Customer,
+    Feature,
+    LocalPayment,
+    Membership,
+    PaymentMethod,
+    Plan,
+    PlanChange,
+    PlanFeature,
+    Price,
+    Product,
+    Quote,
+    Subscription,
+    TaxRate,
+)
+from billing.services.plan_changes import plan_change_cancel
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Browsable, never edited: records of money and history."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class PlanInline(admin.TabularInline):
+    model = Plan
+    extra = 0
+    fields = ["code", "name", "rank", "is_active"]
+    show_change_link = True
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["name", "code", "is_active", "sort_order"]
+    prepopulated_fields = {"code": ["name"]}
+    inlines = [PlanInline]
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+    fields = ["currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity", "tax_behavior",
+              "is_active"]
+
+
+class PlanFeatureInline(admin.TabularInline):
+    model = PlanFeature
+    extra = 0
+    autocomplete_fields = ["feature"]
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "product", "rank", "code", "is_active"]
+    list_filter = ["product", "is_active"]
+    list_select_related = ["product"]
+    search_fields = ["name", "code", "product__name"]
+    inlines = [PriceInline, PlanFeatureInline]
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = ["plan", "currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity",
+                    "tax_behavior", "is_active"]
+    list_filter = ["currency", "interval", "pricing", "is_active", "plan__product"]
+    list_select_related = ["plan__product"]
+
+
+@admin.register(Feature)
+class FeatureAdmin(admin.ModelAdmin):
+    list_display = ["name", "code", "kind", "unit", "sort_order"]
+    search_fields = ["name", "code"]
+
+
+@admin.register(ChangeRule)
+class ChangeRuleAdmin(admin.ModelAdmin):
+    list_display = ["position", "name", "direction", "from_product", "from_plan", "from_interval", "to_product",
+                    "to_plan", "to_interval", "allowed", "timing", "charge", "credit", "requires_approval",
+                    "is_active"]
+    list_display_links = ["name"]
+    list_editable = ["position", "is_active"]
+    list_select_related = ["from_product", "from_plan__product", "to_product", "to_plan__product"]
+    fieldsets = [
+        (None, {"fields": ["position", "name", "is_active"],
+                "description": "Rules are tried in ascending position; the first active rule that matches a "
+                               "change decides it. Empty match fields match anything. A change no rule matches "
+                               "is refused."}),
+        ("Matches", {"fields": ["direction", ("from_product", "from_plan", "from_interval"),
+                                ("to_product", "to_plan", "to_interval")]}),
+        ("Decision", {"fields": ["allowed", "refusal_reason", "timing", "charge", "credit", "requires_approval"]}),
+    ]
+
+
+@admin.register(TaxRate)
+class TaxRateAdmin(admin.ModelAdmin):
+    list_display = ["country", "name", "rate", "valid_from"]
+    list_filter = ["country"]
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+class PaymentMethodInline(admin.TabularInline):
+    model = PaymentMethod
+    extra = 0
+
+
+class SubscriptionInline(admin.TabularInline):
+    model = Subscription
+    extra = 0
+    fields = ["product", "price", "quantity", "status", "current_period_start", "current_period_end", "version"]
+    readonly_fields = fields
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["name", "email", "country", "currency", "timezone", "granularity"]
+    list_filter = ["country", "currency"]
+    search_fields = ["name", "email", "vat_id"]
+    readonly_fields = ["entitlements_version", "created_at"]
+    inlines = [MembershipInline, PaymentMethodInline, SubscriptionInline]
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ["customer", "product", "price", "quantity", "status", "current_period_end", "version"]
+    list_filter = ["status", "product"]
+    list_select_related = ["customer", "product", "price__plan__product"]
+    search_fields = ["customer__name"]
+    readonly_fields = ["version", "created_at", "updated_at"]
+    raw_id_fields = ["customer", "price"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Plan, seats and period change only through quotes and plan changes (audited, paid).
+        if obj is not None:
+            return [*self.readonly_fields, "customer", "product", "price", "quantity", "current_period_start",
+                    "current_period_end", "discount_percent"]
+        return self.readonly_fields
+
+
+@admin.register(Quote)
+class QuoteAdmin(ReadOnlyAdmin):
+    list_display = ["id", "customer", "direction", "from_price", "to_price", "to_quantity", "amount_due",
+                    "currency", "status", "created_at", "expires_at"]
+    list_filter = ["status", "direction", "timing"]
+    list_select_related = ["customer", "from_price__plan__product", "to_price__plan__product"]
+    search_fields = ["customer__name"]
+
+
+@admin.action(description="Cancel selected scheduled changes", permissions=["change"])
+def cancel_scheduled_changes(modeladmin, request, queryset):
+    now = timezone.now()
+    done = 0
+    for change in queryset.filter(status__in=[PlanChange.Status.SCHEDULED, PlanChange.Status.REQUIRES_ACTION]):
+        try:
+            plan_change_cancel(plan_change=change, actor=request.user, now=now, reason_code="staff_cancelled")
+            done += 1
+        except BillingError as exc:
+            messages.error(request, f"Plan change {change.pk}: {exc.detail}")
+    messages.success(request, f"Cancelled {done} change(s).")
+
+
+@admin.register(PlanChange)
+class PlanChangeAdmin(admin.ModelAdmin):
+    list_display = ["id", "customer", "direction", "from_price", "to_price", "to_quantity", "status",
+                    "amount_due", "currency", "effective_at", "applied_at"]
+    list_filter = ["status", "direction", "timing"]
+    list_select_related = ["customer", "from_price__plan__product", "to_price__plan__product"]
+    search_fields = ["customer__name", "payment_reference"]
+    actions = [cancel_scheduled_changes]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(BalanceEntry)
+class BalanceEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "customer", "amount", "currency", "kind", "description"]
+    list_filter = ["kind", "currency"]
+    list_select_related = ["customer"]
+    search_fields = ["customer__name"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor_label", "action", "reason_code", "customer", "object_type", "object_id"]
+    list_filter = ["action", "reason_code"]
+    list_select_related = ["customer"]
+    search_fields = ["customer__name", "actor_label", "object_id"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(LocalPayment)
+class LocalPaymentAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "status", "amount_minor", "currency", "payment_method", "created_at"]
+    list_filter = ["status"]

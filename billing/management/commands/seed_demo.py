@@ -1,0 +1,212 @@
+"""`manage.py seed_demo`: the demo catalog, change rules, customers and logins. Idempotent."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from billing import proration
+from billing.models import (
+    ChangeRule,
+    Customer,
+    Feature,
+    Membership,
+    PaymentMethod,
+    Plan,
+    PlanFeature,
+    Price,
+    Product,
+    Subscription,
+    TaxRate,
+)
+
+DEMO_PASSWORD = "crossgrade-demo"
+ADMIN_PASSWORD = "crossgrade-admin"
+
+FEATURES = [
+    # code, name, kind, unit
+    ("seats", "Seats", "limit", "seats"),
+    ("storage", "Storage", "limit", "GB"),
+    ("api_calls", "API calls", "limit", "calls / month"),
+    ("sso", "Single sign-on (SAML)", "boolean", ""),
+    ("audit_log", "Audit log", "boolean", ""),
+    ("priority_support", "Priority support", "boolean", ""),
+]
+
+# Per plan: rank, monthly EUR price, pricing, min/max seats, feature values (None = unlimited)
+ANALYTICS = {
+    "free": ("Free", 1, "0", "per_seat", 1, 3,
+             {"seats": 3, "storage": 1, "api_calls": 1_000}),
+    "starter": ("Starter", 2, "12", "per_seat", 1, 20,
+                {"seats": 20, "storage": 25, "api_calls": 50_000}),
+    "pro": ("Pro", 3, "30", "per_seat", 1, 100,
+            {"seats": 100, "storage": 250, "api_calls": 500_000, "audit_log": True}),
+    "business": ("Business", 4, "50", "per_seat", 3, 500,
+                 {"seats": 500, "storage": 2_000, "api_calls": 5_000_000, "audit_log": True, "sso": True,
+                  "priority_support": True}),
+    "enterprise": ("Enterprise", 5, "90", "per_seat", 10, None,
+                   {"seats": None, "storage": None, "api_calls": None, "audit_log": True, "sso": True,
+                    "priority_support": True}),
+}
+COLLAB = {
+    "basic": ("Basic", 1, "9", "flat", 1, 1, {"seats": 5, "storage": 10, "api_calls": 10_000}),
+    "team": ("Team", 2, "29", "flat", 1, 1, {"seats": 25, "storage": 100, "api_calls": 100_000, "audit_log": True}),
+    "business": ("Business", 3, "79", "flat", 1, 1,
+                 {"seats": 100, "storage": 1_000, "api_calls": 1_000_000, "audit_log": True, "sso": True,
+                  "priority_support": True}),
+}
+# Currency: factor against EUR, and the rounding step of its prices.
+CURRENCIES = {"EUR": (Decimal("1"), Decimal("0.01")), "USD": (Decimal("1.1"), Decimal("1")),
+              "GBP": (Decimal("0.86"), Decimal("1")), "JPY": (Decimal("160"), Decimal("100"))}
+INTERVALS = {"month": Decimal(1), "quarter": Decimal("2.85"), "year": Decimal(10)}  # annual: 2 months free
+TAX_RATES = {"DE": "0.19", "FR": "0.20", "NL": "0.21", "AT": "0.20", "GB": "0.20", "JP": "0.10"}
+
+CUSTOMERS = [
+    # name, email, country, currency, timezone, granularity, payment method, members, subscriptions
+    ("Acme GmbH", "billing@acme.example", "DE", "EUR", "Europe/Berlin", "day", ("pm_card_visa", "Visa ending 4242"),
+     [("alice", "owner"), ("bob", "billing_admin"), ("carol", "member")],
+     [("analytics", "pro", "month", 5), ("collab", "team", "month", 1)]),
+    ("Globex Inc", "ap@globex.example", "US", "USD", "America/New_York", "second",
+     ("pm_card_authenticationRequired", "Visa ending 3184 (asks for authentication)"),
+     [("dave", "owner")], [("analytics", "starter", "year", 10)]),
+    ("Initech Ltd", "finance@initech.example", "GB", "GBP", "Europe/London", "day",
+     ("pm_card_chargeDeclined", "Visa ending 0002 (declines)"),
+     [("erin", "owner")], [("analytics", "starter", "month", 4)]),
+    ("Tanaka KK", "keiri@tanaka.example", "JP", "JPY", "Asia/Tokyo", "day", ("pm_card_visa", "Visa ending 4242"),
+     [("kenji", "owner")], [("analytics", "business", "month", 3)]),
+]
+
+RULES = [
+    # position, name, match, decision
+    (10, "Enterprise is arranged with sales", {"to_plan": ("analytics", "enterprise")},
+     {"allowed": False, "refusal_reason": "Enterprise plans are arranged with our sales team: "
+                                          "write to sales@crossgrade.example and we will set it up with you."}),
+    (20, "Monthly to annual: now, prorated", {"from_interval": "month", "to_interval": "year"}, {}),
+    (21, "Quarterly to annual: now, prorated", {"from_interval": "quarter", "to_interval": "year"}, {}),
+    (22, "Monthly to quarterly: now, prorated", {"from_interval": "month", "to_interval": "quarter"}, {}),
+    (30, "Annual to monthly: at period end", {"from_interval": "year", "to_interval": "month"},
+     {"timing": "period_end", "charge": "none", "credit": "none"}),
+    (31, "Annual to quarterly: at period end", {"from_interval": "year", "to_interval": "quarter"},
+     {"timing": "period_end", "charge": "none", "credit": "none"}),
+    (32, "Quarterly to monthly: at period end", {"from_interval": "quarter", "to_interval": "month"},
+     {"timing": "period_end", "charge": "none", "credit": "none"}),
+    (100, "Upgrades: now, prorated", {"direction": "upgrade"}, {}),
+    (110, "Cross-grades: now, prorated", {"direction": "crossgrade"}, {}),
+    (120, "Downgrades: at period end", {"direction": "downgrade"},
+     {"timing": "period_end", "charge": "none", "credit": "none"}),
+]
+
+
+def _price(eur: str, currency: str, interval: str) -> Decimal:
+    factor, step = CURRENCIES[currency]
+    amount = Decimal(eur) * factor * INTERVALS[interval]
+    return (amount / step).quantize(Decimal(1), rounding=ROUND_HALF_UP) * step
+
+
+class Command(BaseCommand):
+    help = "Load the demo catalog, change rules, customers and logins (safe to run again)."
+
+    @transaction.atomic
+    def handle(self, *args, **options) -> None:
+        now = timezone.now()
+        features = {code: Feature.objects.update_or_create(
+            code=code, defaults={"name": name, "kind": kind, "unit": unit, "sort_order": i})[0]
+            for i, (code, name, kind, unit) in enumerate(FEATURES)}
+        products = {
+            "analytics": self._product("analytics", "Analytics", "Dashboards and reports on your data.", 1,
+                                       ANALYTICS, features),
+            "collab": self._product("collab", "Collaboration", "Shared workspaces for teams, priced per workspace.",
+                                    2, COLLAB, features),
+        }
+        for country, rate in TAX_RATES.items():
+            TaxRate.objects.update_or_create(country=country, valid_from=date(2020, 1, 1),
+                                             defaults={"rate": Decimal(rate), "name": "VAT"})
+        for position, name, match, decision in RULES:
+            fields = {"name": name, "allowed": True, "refusal_reason": "", "timing": "now", "charge": "prorated",
+                      "credit": "prorated", "requires_approval": False, "direction": "", "from_interval": "",
+                      "to_interval": "", "from_product": None, "from_plan": None, "to_product": None,
+                      "to_plan": None, **decision}
+            for key, value in match.items():
+                fields[key] = (Plan.objects.get(product=products[value[0]], code=value[1])
+                               if key.endswith("_plan") else value)
+            ChangeRule.objects.update_or_create(position=position, defaults=fields)
+
+        User = get_user_model()
+        admin, created = User.objects.get_or_create(username="admin", defaults={
+            "email": "admin@crossgrade.example", "is_staff": True, "is_superuser": True})
+        if created:
+            admin.set_password(ADMIN_PASSWORD)
+            admin.save()
+        for name, email, country, currency, tz, granularity, method, members, subs in CUSTOMERS:
+            customer, _ = Customer.objects.update_or_create(name=name, defaults={
+                "email": email, "country": country, "currency": currency, "timezone": tz,
+                "granularity": granularity, "address": f"{name}\n1 Demo Street\n{country}"})
+            PaymentMethod.objects.update_or_create(customer=customer, is_default=True, defaults={
+                "gateway": "local", "reference": method[0], "label": method[1]})
+            for username, role in members:
+                user, created = User.objects.get_or_create(username=username, defaults={
+                    "email": f"{username}@{email.split('@')[1]}", "first_name": username.title()})
+                if created:
+                    user.set_password(DEMO_PASSWORD)
+                    user.save()
+                Membership.objects.update_or_create(customer=customer, user=user, defaults={"role": role})
+            for product_code, plan_code, interval, quantity in subs:
+                self._subscription(customer, products[product_code], plan_code, interval, quantity, now)
+        token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}")
+        self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
+                          f"\n                      dave (Globex, USD, card asks for authentication), "
+                          f"erin (Initech, GBP, card declines), kenji (Tanaka KK, JPY); password {DEMO_PASSWORD}")
+        self.stdout.write(f"  API token (alice):  {token.key}")
+
+    def _product(self, code, name, description, order, plans, features) -> Product:
+        product, _ = Product.objects.update_or_create(code=code, defaults={
+            "name": name, "description": description, "sort_order": order})
+        for plan_code, (plan_name, rank, eur, pricing, min_q, max_q, values) in plans.items():
+            plan, _ = Plan.objects.update_or_create(product=product, code=plan_code,
+                                                    defaults={"name": plan_name, "rank": rank})
+            for currency in CURRENCIES:
+                for interval in INTERVALS:
+                    Price.objects.update_or_create(
+                        plan=plan, currency=currency, interval=interval, is_active=True,
+                        defaults={"unit_amount": _price(eur, currency, interval), "pricing": pricing,
+                                  "min_quantity": min_q, "max_quantity": max_q})
+            for feature_code, feature in features.items():
+                value = values.get(feature_code, False)
+                enabled = value is not False
+                PlanFeature.objects.update_or_create(plan=plan, feature=feature, defaults={
+                    "enabled": enabled,
+                    "limit_value": value if feature.kind == "limit" and enabled and value is not True else None})
+        return product
+
+    def _subscription(self, customer, product, plan_code, interval, quantity, now) -> None:
+        price = Price.objects.get(plan__product=product, plan__code=plan_code, currency=customer.currency,
+                                  interval=interval, is_active=True)
+        tz = ZoneInfo(customer.timezone)
+        local = now.astimezone(tz)
+        start = datetime(local.year, local.month, 1, tzinfo=tz)
+        end = proration.add_interval(start, interval, tz)
+        subscription = Subscription.objects.filter(customer=customer, product=product).exclude(
+            status=Subscription.Status.CANCELLED).first()
+        if subscription is None:
+            Subscription.objects.create(customer=customer, product=product, price=price, quantity=quantity,
+                                        seats_in_use=min(quantity, 2), current_period_start=start,
+                                        current_period_end=end)
+        elif subscription.current_period_end <= now:
+            # Demo only: renewals come with invoicing; keep an old demo database usable.
+            period_start = subscription.current_period_start
+            while subscription.current_period_end <= now:
+                period_start = subscription.current_period_end
+                subscription.current_period_end = proration.add_interval(
+                    period_start, subscription.price.interval, tz)
+            subscription.current_period_start = period_start
+            subscription.version += 1
+            subscription.save()

@@ -1,0 +1,30 @@
+from billing.models.catalog import (
+    INTERVAL_DAYS,
+    INTERVAL_RANK,
+    ChangeRule,
+    Direction,
+    Feature,
+    Interval,
+    Mode,
+    Plan,
+    PlanFeature,
+    Price,
+    Product,
+    Timing,
+)
+from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
+from billing.models.subscriptions import (
+    AuditEvent,
+    BalanceEntry,
+    IdempotencyKey,
+    LocalPayment,
+    PlanChange,
+    Quote,
+    Subscription,
+)
+
+__all__ = [
+    "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
+    "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
+    "PlanChange", "PlanFeature", "Price", "Product", "Quote", "Subscription", "TaxRate", "Timing",
+]

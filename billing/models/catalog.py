@@ -1,0 +1,201 @@
+"""The catalog: products, plans (ranked tiers), prices, features, and change rules as data."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from billing.money import is_currency
+
+
+def validate_currency(value: str) -> None:
+    if not is_currency(value):
+        raise ValidationError(f"{value!r} is not an ISO 4217 currency code.")
+
+
+class Interval(models.TextChoices):
+    MONTH = "month", "Monthly"
+    QUARTER = "quarter", "Quarterly"
+    YEAR = "year", "Yearly"
+
+
+INTERVAL_DAYS = {"month": Decimal("30.436875"), "quarter": Decimal("91.310625"), "year": Decimal("365.2425")}
+INTERVAL_RANK = {"month": 1, "quarter": 2, "year": 3}
+
+
+class Product(models.Model):
+    code = models.SlugField(unique=True, help_text="Stable identifier used by the API and entitlements.")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True, help_text="Inactive products cannot be changed to.")
+    sort_order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Plan(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="plans")
+    code = models.SlugField(help_text="Unique within the product, e.g. 'pro'.")
+    name = models.CharField(max_length=100)
+    rank = models.PositiveIntegerField(
+        help_text="Tier order within the product: a higher rank is an upgrade (Free < Starter < Pro …)."
+    )
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True, help_text="Inactive plans cannot be changed to.")
+
+    class Meta:
+        ordering = ["product__sort_order", "product_id", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "code"], name="plan_code_unique_in_product"),
+            models.UniqueConstraint(fields=["product", "rank"], name="plan_rank_unique_in_product"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product.name} {self.name}"
+
+
+class Price(models.Model):
+    class Pricing(models.TextChoices):
+        FLAT = "flat", "Flat (one unit)"
+        PER_SEAT = "per_seat", "Per seat"
+
+    class TaxBehavior(models.TextChoices):
+        EXCLUSIVE = "exclusive", "Tax exclusive (tax added on top)"
+        INCLUSIVE = "inclusive", "Tax inclusive (tax included in the price)"
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="prices")
+    currency = models.CharField(max_length=3, validators=[validate_currency], help_text="ISO 4217 code, e.g. EUR.")
+    interval = models.CharField(max_length=10, choices=Interval.choices)
+    unit_amount = models.DecimalField(
+        max_digits=18, decimal_places=4, validators=[MinValueValidator(Decimal(0))],
+        help_text="Per period, in the currency's major unit (per seat for per-seat prices).",
+    )
+    pricing = models.CharField(max_length=10, choices=Pricing.choices, default=Pricing.PER_SEAT)
+    min_quantity = models.PositiveIntegerField(default=1, help_text="Fewest seats this price allows.")
+    max_quantity = models.PositiveIntegerField(null=True, blank=True, help_text="Most seats; empty for no limit.")
+    tax_behavior = models.CharField(max_length=10, choices=TaxBehavior.choices, default=TaxBehavior.EXCLUSIVE)
+    is_active = models.BooleanField(default=True, help_text="Inactive prices cannot be changed to; subscribers keep them.")
+
+    class Meta:
+        ordering = ["plan__product_id", "plan__rank", "currency", "interval"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "currency", "interval"], condition=Q(is_active=True),
+                name="one_active_price_per_plan_currency_interval",
+            ),
+            models.CheckConstraint(condition=Q(unit_amount__gte=0), name="price_unit_amount_not_negative"),
+            models.CheckConstraint(
+                condition=Q(max_quantity__isnull=True) | Q(max_quantity__gte=models.F("min_quantity")),
+                name="price_max_quantity_not_below_min",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        per = " per seat" if self.pricing == self.Pricing.PER_SEAT else ""
+        return f"{self.plan} · {self.unit_amount.normalize():f} {self.currency}{per} / {self.interval}"
+
+    def clean(self) -> None:
+        if self.pricing == self.Pricing.FLAT and (self.min_quantity != 1 or self.max_quantity not in (1, None)):
+            raise ValidationError("A flat price is for exactly one unit: minimum and maximum seats must be 1.")
+
+
+class Feature(models.Model):
+    class Kind(models.TextChoices):
+        BOOLEAN = "boolean", "On/off"
+        LIMIT = "limit", "Numeric limit"
+
+    code = models.SlugField(unique=True, help_text="Stable identifier that products check, e.g. 'sso'.")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    unit = models.CharField(max_length=30, blank=True, help_text="For limits, e.g. 'GB' or 'calls / month'.")
+    description = models.TextField(blank=True)
+    sort_order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanFeature(models.Model):
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="plan_features")
+    feature = models.ForeignKey(Feature, on_delete=models.PROTECT, related_name="plan_features")
+    enabled = models.BooleanField(default=True)
+    limit_value = models.BigIntegerField(
+        null=True, blank=True, help_text="For numeric limits: the allowance; empty means unlimited."
+    )
+
+    class Meta:
+        ordering = ["feature__sort_order"]
+        constraints = [models.UniqueConstraint(fields=["plan", "feature"], name="plan_feature_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.plan}: {self.feature}"
+
+
+class Direction(models.TextChoices):
+    UPGRADE = "upgrade", "Upgrade"
+    DOWNGRADE = "downgrade", "Downgrade"
+    CROSSGRADE = "crossgrade", "Cross-grade"
+
+
+class Timing(models.TextChoices):
+    NOW = "now", "Now"
+    PERIOD_END = "period_end", "At period end"
+
+
+class Mode(models.TextChoices):
+    PRORATED = "prorated", "Prorated"
+    FULL = "full", "Full period"
+    NONE = "none", "None"
+
+
+class ChangeRule(models.Model):
+    """One ordered, first-match rule deciding whether and how a plan change happens."""
+
+    position = models.PositiveIntegerField(help_text="Rules are tried in ascending position; the first match decides.")
+    name = models.CharField(max_length=120)
+    is_active = models.BooleanField(default=True)
+    from_product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                     help_text="Empty matches any product.")
+    from_plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                  help_text="Empty matches any plan.")
+    from_interval = models.CharField(max_length=10, choices=Interval.choices, blank=True,
+                                     help_text="Empty matches any interval.")
+    to_product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                   help_text="Empty matches any product.")
+    to_plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                help_text="Empty matches any plan.")
+    to_interval = models.CharField(max_length=10, choices=Interval.choices, blank=True,
+                                   help_text="Empty matches any interval.")
+    direction = models.CharField(max_length=12, choices=Direction.choices, blank=True,
+                                 help_text="Empty matches any direction. Direction comes from plan rank; within "
+                                           "one rank (seat or interval changes) from the value per day.")
+    allowed = models.BooleanField(default=True)
+    refusal_reason = models.CharField(max_length=300, blank=True,
+                                      help_text="Shown to the customer when the rule refuses the change.")
+    timing = models.CharField(max_length=12, choices=Timing.choices, default=Timing.NOW)
+    charge = models.CharField(max_length=10, choices=Mode.choices, default=Mode.PRORATED,
+                              help_text="How the new plan is charged for the rest of the period.")
+    credit = models.CharField(max_length=10, choices=Mode.choices, default=Mode.PRORATED,
+                              help_text="How unused time on the old plan is credited.")
+    requires_approval = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.name}"
+
+    def clean(self) -> None:
+        if not self.allowed and not self.refusal_reason:
+            raise ValidationError({"refusal_reason": "A refusing rule needs a reason the customer can read."})

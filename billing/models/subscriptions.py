@@ -1,0 +1,258 @@
+"""Subscriptions, quotes, plan changes, the customer balance ledger and payments."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from billing.models.catalog import Direction, Mode, Price, Product, Timing
+from billing.models.customers import Customer
+
+AMOUNT = {"max_digits": 18, "decimal_places": 4}
+
+
+class Subscription(models.Model):
+    class Status(models.TextChoices):
+        TRIALING = "trialing", "Trialing"
+        ACTIVE = "active", "Active"
+        PAST_DUE = "past_due", "Past due"
+        CANCELLED = "cancelled", "Cancelled"
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="subscriptions")
+    quantity = models.PositiveIntegerField(default=1, help_text="Seats (1 for flat prices).")
+    seats_in_use = models.PositiveIntegerField(default=0, help_text="Seats the product reports as used.")
+    discount_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(0),
+                                           help_text="A subscription-level discount, kept across plan changes.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    version = models.PositiveBigIntegerField(
+        default=1, help_text="Bumped by every applied change; quotes are valid only for the version they priced."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["customer_id", "product_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "product"], condition=~Q(status="cancelled"),
+                                    name="one_live_subscription_per_product"),
+            models.CheckConstraint(condition=Q(current_period_end__gt=models.F("current_period_start")),
+                                   name="subscription_period_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} · {self.price.plan} × {self.quantity}"
+
+
+class Quote(models.Model):
+    """A priced, explained, expiring offer for one change, computed at one instant."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACCEPTED = "accepted", "Accepted"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="quotes")
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="quotes")
+    subscription_version = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    from_price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
+    from_quantity = models.PositiveIntegerField()
+    to_price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
+    to_quantity = models.PositiveIntegerField()
+    direction = models.CharField(max_length=12, choices=Direction.choices)
+    change_rule = models.ForeignKey("billing.ChangeRule", null=True, on_delete=models.SET_NULL, related_name="+")
+    timing = models.CharField(max_length=12, choices=Timing.choices)
+    credit_mode = models.CharField(max_length=10, choices=Mode.choices)
+    charge_mode = models.CharField(max_length=10, choices=Mode.choices)
+    requires_approval = models.BooleanField(default=False)
+    effective_at = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    lines = models.JSONField(default=list)
+    subtotal = models.DecimalField(**AMOUNT)
+    tax_rate = models.DecimalField(max_digits=7, decimal_places=5, null=True)
+    tax_inclusive = models.BooleanField(default=False)
+    tax = models.DecimalField(**AMOUNT)
+    total = models.DecimalField(**AMOUNT)
+    balance_before = models.DecimalField(**AMOUNT)
+    balance_applied = models.DecimalField(**AMOUNT)
+    amount_due = models.DecimalField(**AMOUNT)
+    balance_after = models.DecimalField(**AMOUNT)
+    new_period_start = models.DateTimeField()
+    new_period_end = models.DateTimeField()
+    next_period_amount = models.DecimalField(**AMOUNT, help_text="What each period costs from the next renewal, tax included.")
+    next_period_tax = models.DecimalField(**AMOUNT)
+    supersedes = models.JSONField(default=list, help_text="Scheduled changes this change replaces.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Quote {self.pk} · {self.customer}"
+
+
+class PlanChange(models.Model):
+    """The record of a change being executed: pending → applied | failed, or scheduled → applied."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending payment"
+        REQUIRES_ACTION = "requires_action", "Waiting for customer authentication"
+        SCHEDULED = "scheduled", "Scheduled"
+        APPLIED = "applied", "Applied"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    IN_FLIGHT = (Status.PENDING, Status.REQUIRES_ACTION)
+    LIVE = (Status.PENDING, Status.REQUIRES_ACTION, Status.SCHEDULED, Status.APPLIED)
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="plan_changes")
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="plan_changes")
+    quote = models.ForeignKey(Quote, null=True, blank=True, on_delete=models.PROTECT, related_name="plan_changes")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    direction = models.CharField(max_length=12, choices=Direction.choices)
+    timing = models.CharField(max_length=12, choices=Timing.choices)
+    from_price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
+    from_quantity = models.PositiveIntegerField()
+    to_price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
+    to_quantity = models.PositiveIntegerField()
+    effective_at = models.DateTimeField()
+    new_period_start = models.DateTimeField()
+    new_period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    lines = models.JSONField(default=list)
+    subtotal = models.DecimalField(**AMOUNT)
+    tax_rate = models.DecimalField(max_digits=7, decimal_places=5, null=True)
+    tax = models.DecimalField(**AMOUNT)
+    total = models.DecimalField(**AMOUNT)
+    balance_applied = models.DecimalField(**AMOUNT)
+    amount_due = models.DecimalField(**AMOUNT)
+    balance_after = models.DecimalField(**AMOUNT)
+    payment_method = models.ForeignKey("billing.PaymentMethod", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="+")
+    payment_gateway = models.CharField(max_length=20, blank=True)
+    payment_reference = models.CharField(max_length=100, blank=True)
+    next_action_url = models.URLField(blank=True, max_length=500)
+    failure_code = models.CharField(max_length=50, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    reason_code = models.CharField(max_length=50, blank=True, help_text="Why the change was made (audit).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="When it failed or was cancelled.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Double clicks and racing workers end here: a quote executes at most once …
+            models.UniqueConstraint(fields=["quote"], condition=Q(status__in=["pending", "requires_action",
+                                                                              "scheduled", "applied"]),
+                                    name="one_live_change_per_quote"),
+            # … and a customer has at most one change waiting for its payment.
+            models.UniqueConstraint(fields=["customer"], condition=Q(status__in=["pending", "requires_action"]),
+                                    name="one_in_flight_change_per_customer"),
+        ]
+        indexes = [models.Index(fields=["status", "effective_at"], name="plan_change_due_idx")]
+
+    def __str__(self) -> str:
+        return f"Plan change {self.pk} · {self.get_status_display()}"
+
+    @property
+    def payment_idempotency_key(self) -> str:
+        """Derived from our id, so every retry of this change's payment is the same payment."""
+        return f"crossgrade-plan-change-{self.pk}"
+
+
+class BalanceEntry(models.Model):
+    """Append-only customer balance ledger. Positive amounts are credit held for the customer."""
+
+    class Kind(models.TextChoices):
+        CHANGE_CREDIT = "change_credit", "Credit from an immediate downgrade"
+        APPLIED_TO_CHANGE = "applied_to_change", "Applied to a plan change"
+        ADJUSTMENT = "adjustment", "Staff adjustment"
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balance_entries")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(**AMOUNT)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    plan_change = models.ForeignKey(PlanChange, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    description = models.CharField(max_length=300)
+    created_at = models.DateTimeField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "balance entries"
+        indexes = [models.Index(fields=["customer", "currency"], name="balance_customer_currency_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} · {self.get_kind_display()}"
+
+
+class IdempotencyKey(models.Model):
+    """One accept request per (user, key): the same key replays, a different request is refused."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+
+class AuditEvent(models.Model):
+    """Append-only: who did what, when, why, with the state before and after."""
+
+    created_at = models.DateTimeField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=150, help_text="The actor as it was named then (or 'system').")
+    customer = models.ForeignKey(Customer, null=True, on_delete=models.SET_NULL, related_name="audit_events")
+    action = models.CharField(max_length=60)
+    reason_code = models.CharField(max_length=50, blank=True)
+    object_type = models.CharField(max_length=60)
+    object_id = models.CharField(max_length=40)
+    before = models.JSONField(null=True)
+    after = models.JSONField(null=True)
+    message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["customer", "created_at"], name="audit_customer_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action}"
+
+
+class LocalPayment(models.Model):
+    """A payment in the local gateway (the embedded stand-in for Stripe's test mode)."""
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        DECLINED = "declined", "Declined"
+        REQUIRES_ACTION = "requires_action", "Requires authentication"
+
+    reference = models.CharField(max_length=40, unique=True)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    payment_method = models.CharField(max_length=100)
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    failure_code = models.CharField(max_length=50, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    return_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.status}"

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from django.conf import settings
+from django.db import connection
+
+from billing.money import Money
+
+PaymentStatus = Literal["succeeded", "declined", "requires_action"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    status: PaymentStatus
+    reference: str
+    failure_code: str = ""
+    failure_message: str = ""
+    next_action_url: str = ""
+
+
+class GatewayUnavailable(Exception):
+    """The gateway could not be reached or timed out: the payment's outcome is unknown."""
+
+
+class PaymentGateway(Protocol):
+    name: str
+
+    def charge(self, *, payment_method: str, amount: Money, idempotency_key: str, description: str,
+               return_url: str) -> PaymentResult:
+        """Charge a saved method off-session. The same idempotency key is the same payment."""
+
+    def retrieve(self, *, reference: str) -> PaymentResult:
+        """The payment's current state (after the customer authenticated, say)."""
+
+
+def assert_outside_transaction() -> None:
+    """STYLE.md: never call the gateway while holding a lock. Test-case wrappers don't count."""
+    if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+        raise RuntimeError("the payment gateway must not be called inside a database transaction")
+
+
+def get_gateway(name: str | None = None) -> PaymentGateway:
+    name = name or settings.PAYMENT_GATEWAY
+    if name == "local":
+        from billing.payments.local import LocalGateway
+
+        return LocalGateway()
+    raise ValueError(f"unknown payment gateway {name!r}")

@@ -1,0 +1,114 @@
+"""Reads and query shapes for billing. Access rules live here: a user reaches only their customers."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Prefetch, QuerySet, Sum
+
+from billing.models import (
+    BalanceEntry,
+    Customer,
+    Membership,
+    PaymentMethod,
+    Plan,
+    PlanChange,
+    PlanFeature,
+    Price,
+    Product,
+    Quote,
+    Subscription,
+    TaxRate,
+)
+
+
+def customer_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Customer]:
+    return Customer.objects.filter(memberships__user=user).order_by("name")
+
+
+def membership_get(*, user: AbstractBaseUser, customer_id: int) -> Membership | None:
+    """The user's membership of that customer, or None: callers answer 404 for None."""
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.select_related("customer").filter(user=user, customer_id=customer_id).first()
+
+
+def subscription_get_for_user(*, user: AbstractBaseUser, subscription_id: int) -> Subscription | None:
+    return (
+        Subscription.objects.select_related("customer", "price__plan__product")
+        .filter(pk=subscription_id, customer__memberships__user=user)
+        .first()
+    )
+
+
+def subscription_list(*, customer: Customer) -> QuerySet[Subscription]:
+    return Subscription.objects.filter(customer=customer).select_related("price__plan__product")
+
+
+def quote_get_for_user(*, user: AbstractBaseUser, quote_id: int) -> Quote | None:
+    return (
+        Quote.objects.select_related("customer", "subscription", "from_price__plan", "to_price__plan__product")
+        .filter(pk=quote_id, customer__memberships__user=user)
+        .first()
+    )
+
+
+def plan_change_get_for_user(*, user: AbstractBaseUser, plan_change_id: int) -> PlanChange | None:
+    return (
+        PlanChange.objects.select_related("customer", "from_price__plan", "to_price__plan__product")
+        .filter(pk=plan_change_id, customer__memberships__user=user)
+        .first()
+    )
+
+
+def plan_change_list(*, subscription: Subscription) -> QuerySet[PlanChange]:
+    return PlanChange.objects.filter(subscription=subscription).select_related("from_price__plan", "to_price__plan")
+
+
+def plan_changes_due(*, now) -> QuerySet[PlanChange]:
+    """Scheduled changes whose date has come, in date order."""
+    return PlanChange.objects.filter(status=PlanChange.Status.SCHEDULED, effective_at__lte=now).order_by(
+        "effective_at", "id"
+    )
+
+
+def catalog_list(*, currency: str | None = None, product_code: str | None = None) -> QuerySet[Product]:
+    prices = Price.objects.filter(is_active=True).order_by("currency", "interval")
+    if currency:
+        prices = prices.filter(currency=currency)
+    plans = (
+        Plan.objects.filter(is_active=True)
+        .order_by("rank")
+        .prefetch_related(
+            Prefetch("prices", queryset=prices),
+            Prefetch("plan_features", queryset=PlanFeature.objects.select_related("feature")),
+        )
+    )
+    products = Product.objects.filter(is_active=True).prefetch_related(Prefetch("plans", queryset=plans))
+    if product_code:
+        products = products.filter(code=product_code)
+    return products
+
+
+def price_get(*, plan: Plan, currency: str, interval: str) -> Price | None:
+    return Price.objects.filter(plan=plan, currency=currency, interval=interval, is_active=True).first()
+
+
+def tax_rate_for(*, country: str, on: date) -> TaxRate | None:
+    return TaxRate.objects.filter(country=country, valid_from__lte=on).order_by("-valid_from").first()
+
+
+def customer_balance(*, customer: Customer, currency: str) -> Decimal:
+    total = BalanceEntry.objects.filter(customer=customer, currency=currency).aggregate(s=Sum("amount"))["s"]
+    return total if total is not None else Decimal(0)
+
+
+def customer_balances(*, customer: Customer) -> dict[str, Decimal]:
+    rows = BalanceEntry.objects.filter(customer=customer).values("currency").annotate(s=Sum("amount"))
+    return {row["currency"]: row["s"] for row in rows.order_by("currency")}
+
+
+def payment_method_default(*, customer: Customer) -> PaymentMethod | None:
+    return PaymentMethod.objects.filter(customer=customer, is_default=True).first()

@@ -1,0 +1,179 @@
+"""Explicit output serializers for the billing API (input serializers sit beside their views)."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from billing.models import Customer, Plan, PlanChange, Price, Product, Quote, Subscription
+from billing.money import format_amount
+from billing.selectors import customer_balances
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class MoneyField(serializers.Field):
+    """An amount as a string with exactly the currency's minor-unit digits."""
+
+    def __init__(self, currency_attr: str = "currency", **kwargs):
+        self.currency_attr = currency_attr
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance):
+        return instance
+
+    def to_representation(self, instance) -> str | None:
+        value = getattr(instance, self.field_name)
+        if value is None:
+            return None
+        currency = instance
+        for part in self.currency_attr.split("."):
+            currency = getattr(currency, part)
+        return format_amount(value, currency)
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    unit_amount = MoneyField()
+
+    class Meta:
+        model = Price
+        fields = ["id", "currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity",
+                  "tax_behavior"]
+
+
+class PlanFeatureValueSerializer(serializers.Serializer):
+    feature = serializers.CharField(source="feature.code")
+    name = serializers.CharField(source="feature.name")
+    kind = serializers.CharField(source="feature.kind")
+    enabled = serializers.BooleanField()
+    limit = serializers.IntegerField(source="limit_value", allow_null=True)
+    unit = serializers.CharField(source="feature.unit")
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    prices = PriceSerializer(many=True)
+    features = PlanFeatureValueSerializer(many=True, source="plan_features")
+
+    class Meta:
+        model = Plan
+        fields = ["id", "code", "name", "rank", "description", "prices", "features"]
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    plans = PlanSerializer(many=True)
+
+    class Meta:
+        model = Product
+        fields = ["id", "code", "name", "description", "plans"]
+
+
+class PriceRefSerializer(serializers.Serializer):
+    price = serializers.IntegerField(source="id")
+    product = serializers.CharField(source="plan.product.code")
+    plan = serializers.CharField(source="plan.code")
+    plan_name = serializers.CharField(source="plan.__str__")
+    interval = serializers.CharField()
+    unit_amount = MoneyField()
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    price = PriceRefSerializer()
+    scheduled_changes = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Subscription
+        fields = ["id", "customer", "price", "quantity", "seats_in_use", "discount_percent", "status",
+                  "current_period_start", "current_period_end", "version", "scheduled_changes"]
+
+    def get_scheduled_changes(self, obj: Subscription) -> list[int]:
+        return list(obj.plan_changes.filter(status=PlanChange.Status.SCHEDULED)
+                    .order_by("effective_at", "pk").values_list("pk", flat=True))
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField()
+    balances = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Customer
+        fields = ["id", "name", "email", "currency", "country", "timezone", "granularity", "role", "balances"]
+
+    def get_role(self, obj: Customer) -> str | None:
+        membership = self.context.get("memberships", {}).get(obj.pk)
+        return membership.role if membership else None
+
+    def get_balances(self, obj: Customer) -> dict[str, str]:
+        return {cur: format_amount(amount, cur) for cur, amount in customer_balances(customer=obj).items()}
+
+
+class LineSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["credit", "charge"])
+    description = serializers.CharField()
+    amount = serializers.CharField()
+    quantity = serializers.IntegerField()
+    start = serializers.DateTimeField(allow_null=True)
+    end = serializers.DateTimeField(allow_null=True)
+    remaining = serializers.CharField()
+    total_units = serializers.CharField()
+    unit = serializers.CharField()
+
+
+class QuoteSerializer(serializers.ModelSerializer):
+    from_price = PriceRefSerializer()
+    to_price = PriceRefSerializer()
+    lines = LineSerializer(many=True)
+    expired = serializers.SerializerMethodField()
+    subtotal = MoneyField()
+    tax = MoneyField()
+    total = MoneyField()
+    balance_before = MoneyField()
+    balance_applied = MoneyField()
+    amount_due = MoneyField()
+    balance_after = MoneyField()
+    next_period_amount = MoneyField()
+    next_period_tax = MoneyField()
+
+    class Meta:
+        model = Quote
+        fields = ["id", "customer", "subscription", "subscription_version", "status", "created_at", "expires_at",
+                  "expired", "direction", "timing", "requires_approval", "effective_at", "from_price",
+                  "from_quantity", "to_price", "to_quantity", "currency", "lines", "subtotal", "tax_rate",
+                  "tax_inclusive", "tax", "total", "balance_before", "balance_applied", "amount_due",
+                  "balance_after", "new_period_start", "new_period_end", "next_period_amount", "next_period_tax",
+                  "supersedes"]
+
+    def get_expired(self, obj: Quote) -> bool:
+        return self.context["now"] >= obj.expires_at
+
+
+class PlanChangeSerializer(serializers.ModelSerializer):
+    from_price = PriceRefSerializer()
+    to_price = PriceRefSerializer()
+    lines = LineSerializer(many=True)
+    subtotal = MoneyField()
+    tax = MoneyField()
+    total = MoneyField()
+    balance_applied = MoneyField()
+    amount_due = MoneyField()
+    balance_after = MoneyField()
+    receipt = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PlanChange
+        fields = ["id", "customer", "subscription", "quote", "status", "direction", "timing", "effective_at",
+                  "from_price", "from_quantity", "to_price", "to_quantity", "currency", "lines", "subtotal",
+                  "tax_rate", "tax", "total", "balance_applied", "amount_due", "balance_after",
+                  "new_period_start", "new_period_end", "payment_reference", "next_action_url", "failure_code",
+                  "failure_message", "created_at", "applied_at", "closed_at", "receipt"]
+
+    def get_receipt(self, obj: PlanChange) -> dict | None:
+        if obj.status != PlanChange.Status.APPLIED or obj.timing != "now":
+            return None
+        return {
+            "number": f"R-{obj.applied_at:%Y}-{obj.pk:06d}",
+            "issued_at": obj.applied_at.isoformat(),
+            "amount_paid": format_amount(obj.amount_due, obj.currency),
+            "payment_reference": obj.payment_reference,
+            "currency": obj.currency,
+        }

@@ -1,0 +1,325 @@
+"""Executing plan changes: accept a quote, pay, apply atomically; schedule, cancel, sweep, reconcile.
+
+Lock order everywhere: customer → subscription → plan change (STYLE.md). The gateway is only
+called outside any transaction, with a key derived from the plan change, so a retry is the same payment.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from billing import proration
+from billing.errors import ChangeConflict, ChangeRefused
+from billing.models import BalanceEntry, Customer, PlanChange, Quote, Subscription, Timing
+from billing.money import Money, format_amount
+from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
+from billing.selectors import customer_balance, payment_method_default
+from billing.services.audit import audit_event_record, subscription_snapshot
+from entitlements.services import entitlements_sync
+
+logger = logging.getLogger(__name__)
+
+
+def _lock(customer_id: int, subscription_id: int, plan_change_id: int | None = None):
+    customer = Customer.objects.select_for_update().get(pk=customer_id)
+    subscription = Subscription.objects.select_for_update().select_related("price__plan").get(pk=subscription_id)
+    plan_change = None
+    if plan_change_id is not None:
+        plan_change = PlanChange.objects.select_for_update().get(pk=plan_change_id)
+    return customer, subscription, plan_change
+
+
+def _change_snapshot(change: PlanChange) -> dict:
+    return {
+        "status": change.status,
+        "to_price_id": change.to_price_id,
+        "to_quantity": change.to_quantity,
+        "effective_at": change.effective_at.isoformat(),
+        "amount_due": format_amount(change.amount_due, change.currency),
+        "currency": change.currency,
+        "payment_reference": change.payment_reference,
+    }
+
+
+def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime) -> PlanChange:
+    """Execute exactly the quote's amounts, or fail with a reason and change nothing.
+
+    Returns the plan change: applied, scheduled, failed (payment declined) or requires_action.
+    Accepting a quote whose payment is already under way resumes that same payment.
+    """
+    change = _plan_change_open(quote_id=quote.pk, actor=actor, now=now)
+    if change.status == PlanChange.Status.PENDING:
+        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor)
+    return change
+
+
+def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: datetime) -> PlanChange:
+    quote = Quote.objects.get(pk=quote_id)
+    with transaction.atomic():
+        customer, subscription, _ = _lock(quote.customer_id, quote.subscription_id)
+        quote = Quote.objects.select_for_update().select_related("to_price__plan").get(pk=quote_id)
+        existing = quote.plan_changes.filter(status__in=PlanChange.LIVE).first()
+        if existing is not None:
+            if existing.status == PlanChange.Status.PENDING:
+                return existing  # its payment outcome is unknown: resume it with the same key
+            raise ChangeConflict("quote_already_accepted", "This quote has already been accepted.",
+                                 plan_change=existing.pk)
+        if now >= quote.expires_at:
+            raise ChangeConflict("quote_expired", "This quote has expired; request a new one.")
+        if subscription.version != quote.subscription_version:
+            raise ChangeConflict(
+                "subscription_changed", "The subscription changed since this quote was made; request a new quote."
+            )
+        if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
+            raise ChangeRefused("subscription_not_active", "This subscription can no longer change plans.")
+        if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
+            raise ChangeConflict("change_in_progress",
+                                 "Another plan change is waiting for its payment; finish or cancel it first.")
+        if customer_balance(customer=customer, currency=quote.currency) != quote.balance_before:
+            raise ChangeConflict("balance_changed",
+                                 "Your account balance changed since this quote was made; request a new quote.")
+        if quote.requires_approval:
+            raise ChangeRefused(
+                "approval_required",
+                "This change needs approval by our team; contact support to have it approved.",
+            )
+        payment_method = None
+        if quote.amount_due > 0:
+            payment_method = payment_method_default(customer=customer)
+            if payment_method is None:
+                raise ChangeRefused("no_payment_method", "Add a payment method before making this change.")
+        scheduled = quote.timing == Timing.PERIOD_END
+        try:
+            with transaction.atomic():
+                change = PlanChange.objects.create(
+                    customer=customer, subscription=subscription, quote=quote,
+                    status=PlanChange.Status.SCHEDULED if scheduled else PlanChange.Status.PENDING,
+                    direction=quote.direction, timing=quote.timing,
+                    from_price_id=quote.from_price_id, from_quantity=quote.from_quantity,
+                    to_price_id=quote.to_price_id, to_quantity=quote.to_quantity,
+                    effective_at=quote.effective_at, new_period_start=quote.new_period_start,
+                    new_period_end=quote.new_period_end, currency=quote.currency, lines=quote.lines,
+                    subtotal=quote.subtotal, tax_rate=quote.tax_rate, tax=quote.tax, total=quote.total,
+                    balance_applied=quote.balance_applied, amount_due=quote.amount_due,
+                    balance_after=quote.balance_after, payment_method=payment_method,
+                    payment_gateway=payment_method.gateway if payment_method else "",
+                    reason_code=f"customer_{quote.direction}",
+                    created_by=actor if actor is not None and actor.is_authenticated else None,
+                    created_at=now,
+                )
+        except IntegrityError:
+            raise ChangeConflict("change_in_progress", "Another change of this account is under way.") from None
+        quote.status = Quote.Status.ACCEPTED
+        quote.save(update_fields=["status"])
+        if scheduled:
+            _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
+            audit_event_record(actor=actor, action="plan_change.scheduled", target=change, now=now,
+                               customer=customer, reason_code=change.reason_code, before=None,
+                               after=_change_snapshot(change),
+                               message=f"Scheduled for {change.effective_at.isoformat()}")
+        elif change.amount_due == 0:
+            _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
+        else:
+            audit_event_record(actor=actor, action="plan_change.requested", target=change, now=now,
+                               customer=customer, reason_code=change.reason_code, after=_change_snapshot(change))
+    return change
+
+
+def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
+                                actor: AbstractBaseUser | None = None) -> PlanChange:
+    """Charge the pending change's amount (outside any transaction), then record the outcome."""
+    gateway = get_gateway(plan_change.payment_gateway)
+    try:
+        result = gateway.charge(
+            payment_method=plan_change.payment_method.reference,
+            amount=Money(plan_change.amount_due, plan_change.currency),
+            idempotency_key=plan_change.payment_idempotency_key,
+            description=f"Crossgrade plan change {plan_change.pk}",
+            return_url=settings.SITE_URL,
+        )
+    except GatewayUnavailable as exc:
+        logger.warning("payment for plan change %s has an unknown outcome: %s", plan_change.pk, exc)
+        raise ChangeConflict(
+            "payment_unavailable",
+            "We could not reach the payment provider. Nothing was applied; retry, and you will not be charged twice.",
+            status=503, plan_change=plan_change.pk,
+        ) from None
+    return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
+
+
+def plan_change_refresh_payment(*, plan_change: PlanChange, now: datetime,
+                                actor: AbstractBaseUser | None = None) -> PlanChange:
+    """Ask the gateway where a change's payment stands (after authentication) and act on it."""
+    if plan_change.status == PlanChange.Status.PENDING:
+        return plan_change_collect_payment(plan_change=plan_change, now=now, actor=actor)
+    if plan_change.status != PlanChange.Status.REQUIRES_ACTION:
+        return plan_change
+    result = get_gateway(plan_change.payment_gateway).retrieve(reference=plan_change.payment_reference)
+    return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
+
+
+def plan_change_record_payment(*, plan_change_id: int, result: PaymentResult, now: datetime,
+                               actor: AbstractBaseUser | None = None) -> PlanChange:
+    """Record a payment outcome: succeeded → apply; declined → failed, nothing changed; else wait."""
+    change = PlanChange.objects.get(pk=plan_change_id)
+    with transaction.atomic():
+        customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
+        if change.status not in PlanChange.IN_FLIGHT:
+            return change  # another request or worker already recorded it
+        change.payment_reference = result.reference
+        if result.status == "succeeded":
+            _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
+        elif result.status == "declined":
+            change.status = PlanChange.Status.FAILED
+            change.failure_code = result.failure_code or "payment_declined"
+            change.failure_message = result.failure_message or "The payment was declined."
+            change.closed_at = now
+            change.save()
+            Quote.objects.filter(pk=change.quote_id).update(status=Quote.Status.OPEN)
+            audit_event_record(actor=actor, action="plan_change.payment_declined", target=change, now=now,
+                               customer=customer, reason_code=change.failure_code,
+                               after=_change_snapshot(change), message=change.failure_message)
+        else:
+            change.status = PlanChange.Status.REQUIRES_ACTION
+            change.next_action_url = result.next_action_url
+            change.failure_code = result.failure_code
+            change.failure_message = result.failure_message
+            change.save()
+    return change
+
+
+def _supersede_scheduled(*, subscription: Subscription, keep: PlanChange | None,
+                         actor: AbstractBaseUser | None, now: datetime) -> None:
+    superseded = PlanChange.objects.filter(subscription=subscription, status=PlanChange.Status.SCHEDULED)
+    if keep is not None:
+        superseded = superseded.exclude(pk=keep.pk)
+    for old in superseded.select_for_update().order_by("pk"):
+        old.status = PlanChange.Status.CANCELLED
+        old.closed_at = now
+        old.failure_code = "superseded"
+        old.failure_message = f"Replaced by plan change {keep.pk}." if keep else "Replaced by a later change."
+        old.save()
+        audit_event_record(actor=actor, action="plan_change.superseded", target=old, now=now,
+                           customer=subscription.customer, reason_code="superseded",
+                           after=_change_snapshot(old), message=old.failure_message)
+
+
+def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription,
+           actor: AbstractBaseUser | None, now: datetime) -> None:
+    """Apply the change's terms, ledger and audit in the caller's transaction (locks held)."""
+    before = subscription_snapshot(subscription)
+    to_price = change.to_price
+    subscription.price = to_price
+    subscription.product_id = to_price.plan.product_id
+    subscription.quantity = change.to_quantity
+    subscription.current_period_start = change.new_period_start
+    subscription.current_period_end = change.new_period_end
+    subscription.version += 1
+    subscription.save()
+    if change.balance_applied > 0:
+        BalanceEntry.objects.create(
+            customer=customer, currency=change.currency, amount=-change.balance_applied,
+            kind=BalanceEntry.Kind.APPLIED_TO_CHANGE, plan_change=change, created_at=now,
+            description=f"Applied to plan change {change.pk}",
+            created_by=actor if actor is not None and actor.is_authenticated else None,
+        )
+    if change.total < 0:
+        BalanceEntry.objects.create(
+            customer=customer, currency=change.currency, amount=-change.total,
+            kind=BalanceEntry.Kind.CHANGE_CREDIT, plan_change=change, created_at=now,
+            description=f"Credit for unused time, plan change {change.pk}",
+            created_by=actor if actor is not None and actor.is_authenticated else None,
+        )
+    change.status = PlanChange.Status.APPLIED
+    change.applied_at = now
+    change.next_action_url = ""
+    change.failure_code = change.failure_message = ""
+    change.save()
+    if change.timing == Timing.NOW:
+        _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
+    entitlements_sync(customer=customer)
+    audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
+                       reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
+                       message=f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} "
+                               f"{change.currency} charged")
+
+
+def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | None, now: datetime,
+                       reason_code: str = "customer_cancelled") -> PlanChange:
+    """Cancel a scheduled change, or a change still waiting for the customer's authentication."""
+    with transaction.atomic():
+        customer, subscription, change = _lock(plan_change.customer_id, plan_change.subscription_id, plan_change.pk)
+        if change.status not in (PlanChange.Status.SCHEDULED, PlanChange.Status.REQUIRES_ACTION):
+            raise ChangeConflict(
+                "not_cancellable",
+                f"This change is {change.get_status_display().lower()} and can no longer be cancelled.",
+            )
+        before = _change_snapshot(change)
+        change.status = PlanChange.Status.CANCELLED
+        change.closed_at = now
+        change.failure_code = reason_code
+        change.save()
+        Quote.objects.filter(pk=change.quote_id).update(status=Quote.Status.OPEN)
+        audit_event_record(actor=actor, action="plan_change.cancelled", target=change, now=now, customer=customer,
+                           reason_code=reason_code, before=before, after=_change_snapshot(change))
+    return change
+
+
+def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
+    """Apply one due scheduled change exactly once. Returns whether this call applied it."""
+    change = PlanChange.objects.get(pk=plan_change_id)
+    with transaction.atomic():
+        customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
+        if change.status != PlanChange.Status.SCHEDULED or change.effective_at > now:
+            return False
+        if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
+            return False  # wait until the customer's in-flight payment settles; the next sweep retries
+        start = change.effective_at
+        change.new_period_start = start
+        change.new_period_end = proration.add_interval(start, change.to_price.interval, ZoneInfo(customer.timezone))
+        _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
+    return True
+
+
+def plan_changes_apply_due(*, now: datetime) -> int:
+    """The sweep: apply every scheduled change due at `now`, in date order. Idempotent, safe in parallel."""
+    from billing.selectors import plan_changes_due
+
+    applied = 0
+    for change_id in list(plan_changes_due(now=now).values_list("pk", flat=True)):
+        if plan_change_apply_scheduled(plan_change_id=change_id, now=now):
+            applied += 1
+    return applied
+
+
+def plan_changes_reconcile(*, now: datetime) -> dict[str, int]:
+    """Settle changes whose payment outcome we missed (crash, timeout) or that wait too long for the customer."""
+    counts = {"applied": 0, "failed": 0, "cancelled": 0, "waiting": 0}
+    stale = PlanChange.objects.filter(
+        status=PlanChange.Status.PENDING, created_at__lte=now - settings.PAYMENT_RECONCILE_AFTER
+    )
+    waiting = PlanChange.objects.filter(status=PlanChange.Status.REQUIRES_ACTION)
+    for change in list(stale) + list(waiting):
+        try:
+            if (change.status == PlanChange.Status.REQUIRES_ACTION
+                    and change.created_at <= now - settings.PAYMENT_ACTION_TIMEOUT):
+                change = plan_change_refresh_payment(plan_change=change, now=now)
+                if change.status == PlanChange.Status.REQUIRES_ACTION:
+                    plan_change_cancel(plan_change=change, actor=None, now=now, reason_code="authentication_timeout")
+                    counts["cancelled"] += 1
+                    continue
+            else:
+                change = plan_change_refresh_payment(plan_change=change, now=now)
+        except ChangeConflict as exc:
+            logger.warning("reconciling plan change %s: %s", change.pk, exc.detail)
+            counts["waiting"] += 1
+            continue
+        key = {"applied": "applied", "failed": "failed"}.get(change.status, "waiting")
+        counts[key] += 1
+    return counts

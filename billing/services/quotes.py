@@ -1,0 +1,217 @@
+"""Quoting a plan change: eligibility first, then the exact amounts from billing.proration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+
+from billing import proration
+from billing.errors import ChangeRefused
+from billing.models import (
+    INTERVAL_DAYS,
+    INTERVAL_RANK,
+    ChangeRule,
+    Direction,
+    PlanChange,
+    Price,
+    Quote,
+    Subscription,
+    Timing,
+)
+from billing.money import format_amount, minor_unit
+from billing.selectors import customer_balance, tax_rate_for
+
+
+def change_direction(*, from_price: Price, from_quantity: int, to_price: Price, to_quantity: int) -> str:
+    """Upgrade or downgrade by rank within a product; cross-grade across products.
+
+    Within one rank (seat or interval changes) the normalised value per day decides (glossary);
+    at equal value a longer interval counts as the upgrade.
+    """
+    from_plan, to_plan = from_price.plan, to_price.plan
+    if from_plan.product_id != to_plan.product_id:
+        return Direction.CROSSGRADE
+    if to_plan.rank != from_plan.rank:
+        return Direction.UPGRADE if to_plan.rank > from_plan.rank else Direction.DOWNGRADE
+    daily_from = from_price.unit_amount * from_quantity / INTERVAL_DAYS[from_price.interval]
+    daily_to = to_price.unit_amount * to_quantity / INTERVAL_DAYS[to_price.interval]
+    if daily_to != daily_from:
+        return Direction.UPGRADE if daily_to > daily_from else Direction.DOWNGRADE
+    from_rank, to_rank = INTERVAL_RANK[from_price.interval], INTERVAL_RANK[to_price.interval]
+    if to_rank != from_rank:
+        return Direction.UPGRADE if to_rank > from_rank else Direction.DOWNGRADE
+    return Direction.CROSSGRADE
+
+
+def change_rule_find(*, from_price: Price, to_price: Price, direction: str,
+                     rules: list[ChangeRule] | None = None) -> ChangeRule | None:
+    """The first active rule, in position order, that matches the change."""
+    if rules is None:
+        rules = list(ChangeRule.objects.filter(is_active=True).order_by("position", "id"))
+    facts = {
+        "from_product_id": from_price.plan.product_id, "from_plan_id": from_price.plan_id,
+        "from_interval": from_price.interval, "to_product_id": to_price.plan.product_id,
+        "to_plan_id": to_price.plan_id, "to_interval": to_price.interval, "direction": direction,
+    }
+    for rule in rules:
+        if all(getattr(rule, name) in (None, "", value) for name, value in facts.items()):
+            return rule
+    return None
+
+
+@dataclass(frozen=True)
+class _Eligible:
+    direction: str
+    rule: ChangeRule
+
+
+def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime) -> _Eligible:
+    from_price = subscription.price
+    plan = to_price.plan
+    if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
+        raise ChangeRefused(
+            "subscription_not_active",
+            f"This subscription is {subscription.get_status_display().lower()}; only active or trialing "
+            "subscriptions can change plans.",
+        )
+    if not (subscription.current_period_start <= now < subscription.current_period_end):
+        raise ChangeRefused(
+            "period_not_current",
+            "The current billing period has ended and has not been renewed yet; plans can change after renewal.",
+        )
+    if not (to_price.is_active and plan.is_active and plan.product.is_active):
+        raise ChangeRefused("price_unavailable", f"{plan} is not available any more.")
+    if to_price.currency != from_price.currency:
+        raise ChangeRefused(
+            "currency_unavailable",
+            f"Your subscription is billed in {from_price.currency}; this price is in {to_price.currency}.",
+        )
+    if quantity < to_price.min_quantity or (to_price.max_quantity is not None and quantity > to_price.max_quantity):
+        bounds = (f"{to_price.min_quantity} to {to_price.max_quantity}" if to_price.max_quantity is not None
+                  else f"at least {to_price.min_quantity}")
+        noun = "seat" if to_price.pricing == Price.Pricing.PER_SEAT else "unit"
+        raise ChangeRefused(
+            "quantity_out_of_range",
+            f"{plan} allows {bounds} {noun}s; you asked for {quantity}.",
+            min_quantity=to_price.min_quantity, max_quantity=to_price.max_quantity,
+        )
+    if to_price.pricing == Price.Pricing.PER_SEAT and quantity < subscription.seats_in_use:
+        raise ChangeRefused(
+            "seats_in_use",
+            f"{subscription.seats_in_use} seats are in use; remove users before going down to {quantity} seats.",
+        )
+    if to_price.pk == from_price.pk and quantity == subscription.quantity:
+        raise ChangeRefused("no_change", f"You are already on {plan} with {quantity} × this price.")
+    if plan.product_id != subscription.product_id and Subscription.objects.filter(
+        customer_id=subscription.customer_id, product_id=plan.product_id
+    ).exclude(status=Subscription.Status.CANCELLED).exists():
+        raise ChangeRefused(
+            "already_subscribed", f"You already subscribe to {plan.product}; change that subscription instead."
+        )
+    if PlanChange.objects.filter(customer_id=subscription.customer_id, status__in=PlanChange.IN_FLIGHT).exists():
+        raise ChangeRefused(
+            "change_in_progress",
+            "Another plan change is waiting for its payment; finish or cancel it first.",
+        )
+    direction = change_direction(from_price=from_price, from_quantity=subscription.quantity,
+                                 to_price=to_price, to_quantity=quantity)
+    rule = change_rule_find(from_price=from_price, to_price=to_price, direction=direction)
+    if rule is None:
+        raise ChangeRefused("change_not_allowed", f"Changing to {plan} this way is not offered.")
+    if not rule.allowed:
+        raise ChangeRefused("change_not_allowed", rule.refusal_reason, rule=rule.name)
+    return _Eligible(direction=direction, rule=rule)
+
+
+def _line_json(line: proration.Line) -> dict[str, Any]:
+    return {
+        "kind": line.kind,
+        "description": line.description,
+        "amount": str(line.amount),
+        "item_name": line.item_name,
+        "quantity": line.quantity,
+        "start": line.start.isoformat() if line.start else None,
+        "end": line.end.isoformat() if line.end else None,
+        "remaining": str(line.remaining),
+        "total_units": str(line.total_units),
+        "unit": line.unit,
+        "mode": line.mode,
+    }
+
+
+def _item(price: Price, quantity: int, discount_percent: Decimal) -> proration.Item:
+    return proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
+                          discount_percent=discount_percent, name=str(price.plan))
+
+
+def quote_create(
+    *,
+    subscription: Subscription,
+    to_price: Price,
+    quantity: int,
+    now: datetime,
+    actor: AbstractBaseUser | None,
+) -> Quote:
+    """Price a change of `subscription` to `quantity` × `to_price` at `now`; stored, expiring."""
+    customer = subscription.customer
+    eligible = _check_eligibility(subscription=subscription, to_price=to_price, quantity=quantity, now=now)
+    rule = eligible.rule
+    currency = to_price.currency
+    tax_rate = tax_rate_for(country=customer.country, on=now.astimezone(ZoneInfo(customer.timezone)).date())
+    tax = (proration.Tax(rate=tax_rate.rate, inclusive=to_price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
+           if tax_rate else None)
+    balance = customer_balance(customer=customer, currency=currency)
+    current = _item(subscription.price, subscription.quantity, subscription.discount_percent)
+    target = _item(to_price, quantity, subscription.discount_percent)
+    tz = ZoneInfo(customer.timezone)
+
+    if rule.timing == Timing.NOW:
+        result = proration.prorate(proration.Change(
+            currency=currency, timezone=customer.timezone, granularity=customer.granularity,
+            period_start=subscription.current_period_start, period_end=subscription.current_period_end,
+            change_at=now, current=current, target=target, tax=tax, customer_balance=balance,
+            credit=rule.credit, charge=rule.charge,
+        ))
+        lines, totals = [_line_json(line) for line in result.lines], result.totals
+        effective_at, new_start, new_end = now, result.period_start, result.period_end
+    else:
+        # "At period end" is not prorated at all: nothing is due now.
+        zero = Decimal(0).scaleb(-minor_unit(currency))
+        lines, totals = [], proration.totals_for(zero, tax, balance, currency)
+        effective_at = new_start = subscription.current_period_end
+        new_end = proration.add_interval(new_start, to_price.interval, tz)
+
+    next_subtotal = proration.period_amount(target, currency)
+    next_tax = proration.tax_amount(next_subtotal, tax, currency)
+    next_total = next_subtotal if (tax and tax.inclusive) else next_subtotal + next_tax
+    supersedes = list(
+        PlanChange.objects.filter(subscription=subscription, status=PlanChange.Status.SCHEDULED)
+        .values_list("pk", flat=True)
+    )
+    return Quote.objects.create(
+        customer=customer, subscription=subscription, subscription_version=subscription.version,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+        created_at=now, expires_at=now + settings.QUOTE_TTL,
+        from_price=subscription.price, from_quantity=subscription.quantity, to_price=to_price,
+        to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
+        credit_mode=rule.credit, charge_mode=rule.charge, requires_approval=rule.requires_approval,
+        effective_at=effective_at, currency=currency, lines=lines,
+        subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
+        tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
+        balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
+        balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
+        next_period_amount=next_total, next_period_tax=next_tax, supersedes=supersedes,
+    )
+
+
+def quote_amounts_json(quote: Quote) -> dict[str, str]:
+    """The quote's amounts as strings with exactly the currency's minor-unit digits."""
+    fields = ("subtotal", "tax", "total", "balance_before", "balance_applied", "amount_due", "balance_after",
+              "next_period_amount", "next_period_tax")
+    return {name: format_amount(getattr(quote, name), quote.currency) for name in fields}

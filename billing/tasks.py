@@ -1,0 +1,27 @@
+"""Thin Celery wrappers: parse, read the clock once, call one service. Every task is idempotent."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from billing.models import PlanChange
+from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_apply_due, plan_changes_reconcile
+
+
+@shared_task(name="billing.tasks.apply_due_changes")
+def apply_due_changes() -> int:
+    return plan_changes_apply_due(now=timezone.now())
+
+
+@shared_task(name="billing.tasks.reconcile_pending_changes")
+def reconcile_pending_changes() -> dict[str, int]:
+    return plan_changes_reconcile(now=timezone.now())
+
+
+@shared_task(name="billing.tasks.payment_updated", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def payment_updated(*, gateway: str, reference: str) -> str | None:
+    change = PlanChange.objects.filter(payment_gateway=gateway, payment_reference=reference).first()
+    if change is None:
+        return None
+    return plan_change_refresh_payment(plan_change=change, now=timezone.now()).status

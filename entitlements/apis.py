@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing.selectors import membership_get
+from entitlements.selectors import entitlements_for_customer
+
+
+class EntitlementSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    enabled = serializers.BooleanField()
+    limit = serializers.IntegerField(allow_null=True, help_text="null: unlimited, or not a limit")
+    unit = serializers.CharField()
+    sources = serializers.ListField(child=serializers.CharField())
+
+
+class CustomerEntitlementsApi(APIView):
+    @extend_schema(summary="What this account may use right now", responses=EntitlementSerializer(many=True))
+    def get(self, request: Request, customer_id: int) -> Response:
+        membership = membership_get(user=request.user, customer_id=customer_id)
+        if membership is None:
+            raise NotFound()
+        return Response(EntitlementSerializer(entitlements_for_customer(customer=membership.customer), many=True).data)

@@ -1,0 +1,61 @@
+"""What an account may use right now, and where each entitlement comes from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from django.core.cache import cache
+
+from billing.models import Customer, Feature, PlanFeature, Subscription
+
+USABLE_STATUSES = (Subscription.Status.TRIALING, Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
+CACHE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    feature: str
+    name: str
+    kind: str
+    enabled: bool
+    limit: int | None  # None: unlimited (or not a limit)
+    unit: str
+    sources: tuple[str, ...]
+
+
+def _compute(customer_id: int) -> list[Entitlement]:
+    subscriptions = list(
+        Subscription.objects.filter(customer_id=customer_id, status__in=USABLE_STATUSES)
+        .select_related("price__plan__product")
+    )
+    plan_ids = {s.price.plan_id: f"plan:{s.price.plan.product.code}/{s.price.plan.code}" for s in subscriptions}
+    granted: dict[int, list[PlanFeature]] = {}
+    for pf in PlanFeature.objects.filter(plan_id__in=plan_ids, enabled=True):
+        granted.setdefault(pf.feature_id, []).append(pf)
+    result = []
+    for feature in Feature.objects.order_by("sort_order", "code"):
+        grants = granted.get(feature.pk, [])
+        if feature.kind == Feature.Kind.LIMIT and grants:
+            limits = [pf.limit_value for pf in grants]
+            limit = None if any(v is None for v in limits) else max(limits)
+        else:
+            limit = None if grants else (0 if feature.kind == Feature.Kind.LIMIT else None)
+        result.append(Entitlement(
+            feature=feature.code, name=feature.name, kind=feature.kind, enabled=bool(grants),
+            limit=limit, unit=feature.unit, sources=tuple(sorted(plan_ids[pf.plan_id] for pf in grants)),
+        ))
+    return result
+
+
+def entitlements_for_customer(*, customer: Customer) -> list[Entitlement]:
+    """Every feature with whether and how much the customer may use it, cached per entitlements version.
+
+    `customer` must be freshly read: its entitlements_version keys the cache.
+    """
+    key = f"entitlements:{customer.pk}:{customer.entitlements_version}"
+    cached = cache.get(key)
+    if cached is not None:
+        return [Entitlement(**{**row, "sources": tuple(row["sources"])}) for row in cached]
+    result = _compute(customer.pk)
+    cache.set(key, [asdict(e) for e in result], CACHE_SECONDS)
+    return result
