@@ -1,0 +1,175 @@
+"""factory_boy factories for billing. `subscription_setup()` builds a realistic small catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import factory
+from django.contrib.auth import get_user_model
+
+from billing.models import (
+    ChangeRule,
+    Customer,
+    Feature,
+    Membership,
+    PaymentMethod,
+    Plan,
+    PlanFeature,
+    Price,
+    Product,
+    Subscription,
+    TaxRate,
+)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("pw-for-tests")
+
+
+class ProductFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Product
+
+    code = factory.Sequence(lambda n: f"product-{n}")
+    name = factory.Sequence(lambda n: f"Product {n}")
+
+
+class PlanFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Plan
+
+    product = factory.SubFactory(ProductFactory)
+    code = factory.Sequence(lambda n: f"plan-{n}")
+    name = factory.Sequence(lambda n: f"Plan {n}")
+    rank = factory.Sequence(lambda n: n + 1)
+
+
+class PriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Price
+
+    plan = factory.SubFactory(PlanFactory)
+    currency = "EUR"
+    interval = "month"
+    unit_amount = Decimal("10.00")
+    pricing = Price.Pricing.PER_SEAT
+    min_quantity = 1
+    max_quantity = 50
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Customer
+
+    name = factory.Sequence(lambda n: f"Customer {n}")
+    email = factory.Sequence(lambda n: f"billing{n}@example.com")
+    currency = "EUR"
+    country = "DE"
+    timezone = "Europe/Berlin"
+    granularity = "day"
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    customer = factory.SubFactory(CustomerFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Membership.Role.OWNER
+
+
+class PaymentMethodFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaymentMethod
+
+    customer = factory.SubFactory(CustomerFactory)
+    gateway = "local"
+    reference = "pm_card_visa"
+    label = "Visa ending 4242"
+    is_default = True
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+PERIOD_START = datetime(2026, 1, 1, tzinfo=BERLIN)
+PERIOD_END = datetime(2026, 2, 1, tzinfo=BERLIN)
+MID_JANUARY = datetime(2026, 1, 16, 12, 0, tzinfo=BERLIN)
+
+
+def default_rules() -> None:
+    """The seeded defaults: interval lengthening now, shortening at period end, upgrades and
+    cross-grades now and prorated, downgrades at period end."""
+    rows = [
+        (20, "Monthly to annual", {"from_interval": "month", "to_interval": "year"}, {}),
+        (30, "Annual to monthly", {"from_interval": "year", "to_interval": "month"},
+         {"timing": "period_end", "charge": "none", "credit": "none"}),
+        (100, "Upgrades", {"direction": "upgrade"}, {}),
+        (110, "Cross-grades", {"direction": "crossgrade"}, {}),
+        (120, "Downgrades", {"direction": "downgrade"}, {"timing": "period_end", "charge": "none", "credit": "none"}),
+    ]
+    for position, name, match, decision in rows:
+        ChangeRule.objects.create(position=position, name=name, **match, **decision)
+
+
+@dataclass
+class Setup:
+    """A customer (owner, billing admin, member) on Basic × 5 monthly, with Pro/Business/yearly prices."""
+
+    customer: Customer
+    owner: object
+    billing_admin: object
+    member: object
+    product: Product
+    basic: Plan
+    pro: Plan
+    business: Plan
+    basic_month: Price
+    pro_month: Price
+    business_month: Price
+    pro_year: Price
+    subscription: Subscription
+    feature_sso: Feature
+    feature_storage: Feature
+
+
+def subscription_setup(*, payment_method: str = "pm_card_visa", tax_rate: str | None = "0.19",
+                       granularity: str = "day", rules: bool = True) -> Setup:
+    customer = CustomerFactory(granularity=granularity)
+    owner = MembershipFactory(customer=customer, role=Membership.Role.OWNER).user
+    billing_admin = MembershipFactory(customer=customer, role=Membership.Role.BILLING_ADMIN).user
+    member = MembershipFactory(customer=customer, role=Membership.Role.MEMBER).user
+    PaymentMethodFactory(customer=customer, reference=payment_method)
+    product = ProductFactory(code="analytics", name="Analytics")
+    basic = PlanFactory(product=product, code="basic", name="Basic", rank=1)
+    pro = PlanFactory(product=product, code="pro", name="Pro", rank=2)
+    business = PlanFactory(product=product, code="business", name="Business", rank=3)
+    basic_month = PriceFactory(plan=basic, unit_amount=Decimal("30.00"))
+    pro_month = PriceFactory(plan=pro, unit_amount=Decimal("50.00"))
+    business_month = PriceFactory(plan=business, unit_amount=Decimal("90.00"), min_quantity=3)
+    pro_year = PriceFactory(plan=pro, interval="year", unit_amount=Decimal("500.00"))
+    PriceFactory(plan=basic, interval="year", unit_amount=Decimal("300.00"))
+    sso = Feature.objects.create(code="sso", name="SSO", kind="boolean")
+    storage = Feature.objects.create(code="storage", name="Storage", kind="limit", unit="GB")
+    PlanFeature.objects.create(plan=basic, feature=storage, limit_value=10)
+    PlanFeature.objects.create(plan=pro, feature=storage, limit_value=100)
+    PlanFeature.objects.create(plan=pro, feature=sso)
+    PlanFeature.objects.create(plan=business, feature=storage, limit_value=None)
+    PlanFeature.objects.create(plan=business, feature=sso)
+    if tax_rate is not None:
+        TaxRate.objects.create(country="DE", rate=Decimal(tax_rate), valid_from="2020-01-01")
+    if rules:
+        default_rules()
+    subscription = Subscription.objects.create(
+        customer=customer, product=product, price=basic_month, quantity=5,
+        current_period_start=PERIOD_START, current_period_end=PERIOD_END,
+    )
+    return Setup(customer, owner, billing_admin, member, product, basic, pro, business, basic_month, pro_month,
+                 business_month, pro_year, subscription, sso, storage)
