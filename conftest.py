@@ -8,8 +8,10 @@ from django.db import connection
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache_and_eager_tasks():
+def _isolated_cache_and_eager_tasks(settings):
     from django.core.cache import cache
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, tests only
 
     from config.celery import app
 

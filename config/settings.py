@@ -118,7 +118,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(VAR_DIR / "media")}},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if env.bool("STATIC_MANIFEST", default=not DEBUG)
+        if env.bool("STATIC_MANIFEST", default=False)  # production: 1, after collectstatic
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }

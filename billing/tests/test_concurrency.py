@@ -1,0 +1,156 @@
+"""Races on PostgreSQL with real threads: double clicks, retries and racing workers charge once, apply once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from billing.models import AuditEvent, LocalPayment, PlanChange, Subscription
+from billing.services.plan_changes import plan_changes_apply_due, quote_accept
+from billing.services.quotes import quote_create
+from billing.tests.factories import PaymentMethodFactory, subscription_setup
+from conftest import requires_postgres
+
+pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
+THREADS = 10
+
+
+def run_in_threads(count: int, work) -> list:
+    """Start `count` threads at the same instant; return each one's result (or exception)."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def runner(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on by the test
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.fixture
+def live_setup():
+    s = subscription_setup()
+    now = timezone.now()
+    Subscription.objects.filter(pk=s.subscription.pk).update(
+        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+    s.subscription.refresh_from_db()
+    return s
+
+
+def accept_over_api(user, quote_id: int, key: str):
+    client = APIClient()
+    client.force_authenticate(user)
+    response = client.post(reverse("api-quote-accept", args=[quote_id]), HTTP_IDEMPOTENCY_KEY=key)
+    return response.status_code, response.json()
+
+
+def assert_charged_and_applied_once(setup) -> None:
+    assert LocalPayment.objects.count() == 1
+    assert PlanChange.objects.filter(status="applied").count() == 1
+    assert Subscription.objects.get(pk=setup.subscription.pk).version == 2
+    assert AuditEvent.objects.filter(action="plan_change.applied").count() == 1
+
+
+def test_ten_threads_accept_one_quote_with_one_key(live_setup):
+    s = live_setup
+    q = quote_create(subscription=s.subscription, to_price=s.pro_month, quantity=5, now=timezone.now(), actor=s.owner)
+    results = run_in_threads(THREADS, lambda i: accept_over_api(s.owner, q.pk, "double-click"))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    statuses = Counter(code for code, _ in results)
+    assert set(statuses) <= {200, 409}, results
+    applied = [body for code, body in results if code == 200]
+    assert applied and all(body == applied[0] for body in applied)
+    assert all(body["code"] == "idempotency_in_progress" for code, body in results if code == 409)
+    assert_charged_and_applied_once(s)
+
+
+def test_ten_threads_accept_one_quote_with_different_keys(live_setup):
+    s = live_setup
+    q = quote_create(subscription=s.subscription, to_price=s.pro_month, quantity=5, now=timezone.now(), actor=s.owner)
+    results = run_in_threads(THREADS, lambda i: accept_over_api(s.owner, q.pk, f"key-{i}"))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    codes = Counter(code for code, _ in results)
+    assert codes[200] >= 1 and set(codes) <= {200, 409}, results
+    assert {body["code"] for code, body in results if code == 409} <= {"quote_already_accepted",
+                                                                        "change_in_progress"}
+    assert_charged_and_applied_once(s)
+
+
+def test_ten_threads_accept_ten_quotes_of_one_subscription(live_setup):
+    s = live_setup
+    now = timezone.now()
+    quotes = [quote_create(subscription=s.subscription, to_price=price, quantity=qty, now=now, actor=s.owner)
+              for price in (s.pro_month, s.business_month) for qty in (5, 6, 7, 8, 9)]
+    results = run_in_threads(len(quotes), lambda i: accept_over_api(s.owner, quotes[i].pk, f"q-{i}"))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert Counter(code for code, _ in results)[200] == 1, results
+    assert {body["code"] for code, body in results if code != 200} <= {"subscription_changed", "change_in_progress"}
+    assert_charged_and_applied_once(s)
+
+
+def test_two_sweeps_racing_apply_each_due_change_once():
+    now = timezone.now()
+    changes = []
+    for _ in range(12):
+        s = subscription_setup_for_sweep(now)
+        changes.append(s)
+    due = changes[0][1].effective_at + timedelta(seconds=1)
+    results = run_in_threads(4, lambda i: plan_changes_apply_due(now=due))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(results) == 12
+    assert PlanChange.objects.filter(status="applied").count() == 12
+    assert AuditEvent.objects.filter(action="plan_change.applied").count() == 12
+    assert set(Subscription.objects.values_list("version", flat=True)) == {2}
+
+
+def subscription_setup_for_sweep(now):
+    """A customer on Pro with a downgrade to Basic scheduled at period end (its own catalog)."""
+    from billing.models import ChangeRule, Product
+
+    if not Product.objects.filter(code="analytics").exists():
+        s = subscription_setup()
+    else:
+        s = _another_customer()
+    del ChangeRule  # rules come from the first setup
+    Subscription.objects.filter(pk=s.subscription.pk).update(
+        price=s.pro_month, current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+    s.subscription.refresh_from_db()
+    q = quote_create(subscription=s.subscription, to_price=s.basic_month, quantity=5, now=now, actor=s.owner)
+    change = quote_accept(quote=q, actor=s.owner, now=now)
+    assert change.status == "scheduled"
+    return s, change
+
+
+def _another_customer():
+    from billing.models import Plan, Price
+    from billing.tests.factories import CustomerFactory, MembershipFactory, Setup
+
+    customer = CustomerFactory()
+    owner = MembershipFactory(customer=customer, role="owner").user
+    PaymentMethodFactory(customer=customer)
+    plans = {p.code: p for p in Plan.objects.all()}
+    prices = {(p.plan.code, p.interval): p for p in Price.objects.select_related("plan")}
+    first = Subscription.objects.first()
+    sub = Subscription.objects.create(customer=customer, product=first.product, price=prices[("basic", "month")],
+                                      quantity=5, current_period_start=first.current_period_start,
+                                      current_period_end=first.current_period_end)
+    return Setup(customer, owner, owner, owner, first.product, plans["basic"], plans["pro"], plans["business"],
+                 prices[("basic", "month")], prices[("pro", "month")], prices[("business", "month")],
+                 prices[("pro", "year")], sub, None, None)

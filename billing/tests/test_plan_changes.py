@@ -1,0 +1,308 @@
+"""Executing plan changes: exactly the quoted amounts, or nothing changes."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from billing.errors import BillingError
+from billing.models import AuditEvent, BalanceEntry, ChangeRule, LocalPayment, PaymentMethod, PlanChange, Quote, Subscription
+from billing.money import Money
+from billing.payments import GatewayUnavailable
+from billing.payments.local import LocalGateway, local_payment_authenticate
+from billing.services.plan_changes import (
+    plan_change_cancel,
+    plan_change_refresh_payment,
+    plan_changes_apply_due,
+    plan_changes_reconcile,
+    quote_accept,
+)
+from billing.services.quotes import quote_create
+from billing.tests.factories import BERLIN, MID_JANUARY, PERIOD_END, subscription_setup
+from entitlements.selectors import entitlements_for_customer
+
+pytestmark = pytest.mark.django_db
+
+
+def state(setup) -> dict:
+    """Everything a failed change must leave exactly as it was."""
+    sub = Subscription.objects.get(pk=setup.subscription.pk)
+    return {
+        "subscription": (sub.price_id, sub.quantity, sub.current_period_start, sub.current_period_end, sub.version,
+                         sub.status),
+        "ledger": list(BalanceEntry.objects.values_list("amount", "kind")),
+        "applied": PlanChange.objects.filter(status="applied").count(),
+        "payments": list(LocalPayment.objects.filter(status="succeeded").values_list("amount_minor", flat=True)),
+        "entitlements_version": type(setup.customer).objects.get(pk=setup.customer.pk).entitlements_version,
+    }
+
+
+def make_quote(setup, price=None, quantity=5, now=MID_JANUARY):
+    return quote_create(subscription=Subscription.objects.get(pk=setup.subscription.pk),
+                        to_price=price or setup.pro_month, quantity=quantity, now=now, actor=setup.owner)
+
+
+def features(customer):
+    customer.refresh_from_db()
+    return {e.feature: (e.enabled, e.limit) for e in entitlements_for_customer(customer=customer)}
+
+
+def test_accepted_upgrade_is_paid_applied_audited_and_entitled_at_once():
+    s = subscription_setup()
+    assert features(s.customer)["sso"] == (False, None)
+    q = make_quote(s)
+    change = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY + timedelta(minutes=1))
+    assert change.status == "applied" and change.amount_due == Decimal("61.42")
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert (sub.price_id, sub.quantity, sub.version) == (s.pro_month.pk, 5, 2)
+    assert (sub.current_period_start, sub.current_period_end) == (s.subscription.current_period_start, PERIOD_END)
+    payment = LocalPayment.objects.get()
+    assert (payment.amount_minor, payment.currency, payment.status) == (6142, "EUR", "succeeded")
+    assert change.payment_reference == payment.reference
+    assert payment.idempotency_key == f"crossgrade-plan-change-{change.pk}"
+    assert features(s.customer)["sso"] == (True, None) and features(s.customer)["storage"] == (True, 100)
+    event = AuditEvent.objects.get(action="plan_change.applied")
+    assert event.actor == s.owner and event.reason_code == "customer_upgrade"
+    assert event.before["plan"] == "Analytics Basic" and event.after["plan"] == "Analytics Pro"
+    assert event.before["version"] == 1 and event.after["version"] == 2
+    assert Quote.objects.get(pk=q.pk).status == "accepted"
+
+
+def test_declined_payment_changes_nothing_and_the_quote_can_be_retried():
+    s = subscription_setup(payment_method="pm_card_chargeDeclined")
+    before = state(s)
+    q = make_quote(s)
+    change = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert change.status == "failed" and change.failure_code == "card_declined"
+    assert change.failure_message == "Your card was declined."
+    assert state(s) == before
+    assert AuditEvent.objects.filter(action="plan_change.payment_declined").count() == 1
+    # The customer fixes their card and tries the same quote again: a new payment, applied once.
+    PaymentMethod.objects.filter(customer=s.customer).update(reference="pm_card_visa")
+    retry = quote_accept(quote=Quote.objects.get(pk=q.pk), actor=s.owner, now=MID_JANUARY)
+    assert retry.status == "applied" and retry.pk != change.pk
+    assert LocalPayment.objects.filter(status="succeeded").count() == 1
+
+
+def test_authentication_required_waits_then_completes_once():
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    before = state(s)
+    change = quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    assert change.status == "requires_action"
+    assert "/gateway/local/authenticate/" in change.next_action_url
+    assert state(s) == before
+    # Completing before authenticating changes nothing.
+    assert plan_change_refresh_payment(plan_change=change, now=MID_JANUARY).status == "requires_action"
+    local_payment_authenticate(reference=change.payment_reference, approve=True)
+    done = plan_change_refresh_payment(plan_change=change, now=MID_JANUARY + timedelta(minutes=2))
+    assert done.status == "applied"
+    again = plan_change_refresh_payment(plan_change=done, now=MID_JANUARY + timedelta(minutes=3))
+    assert again.status == "applied"
+    assert Subscription.objects.get(pk=s.subscription.pk).version == 2
+    assert AuditEvent.objects.filter(action="plan_change.applied").count() == 1
+
+
+def test_failed_authentication_fails_the_change():
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    before = state(s)
+    change = quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    local_payment_authenticate(reference=change.payment_reference, approve=False)
+    done = plan_change_refresh_payment(plan_change=change, now=MID_JANUARY)
+    assert done.status == "failed" and done.failure_code == "authentication_failed"
+    assert state(s) == before
+
+
+def test_expired_quote_is_refused():
+    s = subscription_setup()
+    q = make_quote(s)
+    before = state(s)
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=q, actor=s.owner, now=q.expires_at)
+    assert info.value.code == "quote_expired"
+    assert state(s) == before and not PlanChange.objects.exists()
+
+
+def test_subscription_changed_since_the_quote_is_refused():
+    s = subscription_setup()
+    stale = make_quote(s)
+    quote_accept(quote=make_quote(s, s.business_month, 5), actor=s.owner, now=MID_JANUARY)
+    before = state(s)
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=stale, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "subscription_changed"
+    assert state(s) == before
+
+
+def test_balance_changed_since_the_quote_is_refused():
+    s = subscription_setup()
+    q = make_quote(s)
+    BalanceEntry.objects.create(customer=s.customer, currency="EUR", amount=Decimal("5"), kind="adjustment",
+                                description="goodwill", created_at=MID_JANUARY)
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "balance_changed"
+    assert not PlanChange.objects.exists()
+
+
+def test_accepting_twice_is_refused_and_charges_once():
+    s = subscription_setup()
+    q = make_quote(s)
+    quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "quote_already_accepted"
+    assert LocalPayment.objects.count() == 1
+
+
+def test_change_needing_approval_is_refused_with_reason():
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Upgrades").update(requires_approval=True)
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "approval_required"
+    assert not PlanChange.objects.exists()
+
+
+def test_no_payment_method_is_refused():
+    s = subscription_setup()
+    PaymentMethod.objects.all().delete()
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "no_payment_method"
+
+
+class FlakyGateway(LocalGateway):
+    """The provider times out after taking the payment: the outcome is unknown to us."""
+
+    calls = 0
+
+    def charge(self, **kwargs):
+        type(self).calls += 1
+        result = super().charge(**kwargs)
+        if type(self).calls == 1:
+            raise GatewayUnavailable("read timeout")
+        return result
+
+
+def test_unknown_payment_outcome_is_resumed_with_the_same_key_and_charged_once(monkeypatch):
+    s = subscription_setup()
+    FlakyGateway.calls = 0
+    monkeypatch.setattr("billing.services.plan_changes.get_gateway", lambda name=None: FlakyGateway())
+    q = make_quote(s)
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "payment_unavailable" and info.value.status == 503
+    change = PlanChange.objects.get()
+    assert change.status == "pending"
+    assert Subscription.objects.get(pk=s.subscription.pk).version == 1
+    # The client retries: the same payment (same gateway key) is found and the change applied.
+    resumed = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert resumed.pk == change.pk and resumed.status == "applied"
+    assert LocalPayment.objects.count() == 1 and FlakyGateway.calls == 2
+
+
+def test_reconciler_settles_a_pending_change_left_by_a_crash(monkeypatch, settings):
+    s = subscription_setup()
+    FlakyGateway.calls = 0
+    monkeypatch.setattr("billing.services.plan_changes.get_gateway", lambda name=None: FlakyGateway())
+    with pytest.raises(BillingError):
+        quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    assert plan_changes_reconcile(now=MID_JANUARY + timedelta(seconds=30))["applied"] == 0  # too fresh
+    counts = plan_changes_reconcile(now=MID_JANUARY + settings.PAYMENT_RECONCILE_AFTER)
+    assert counts["applied"] == 1
+    assert PlanChange.objects.get().status == "applied" and LocalPayment.objects.count() == 1
+
+
+def test_reconciler_cancels_a_change_never_authenticated(settings):
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    before = state(s)
+    quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    counts = plan_changes_reconcile(now=MID_JANUARY + settings.PAYMENT_ACTION_TIMEOUT)
+    assert counts["cancelled"] == 1
+    change = PlanChange.objects.get()
+    assert change.status == "cancelled" and change.failure_code == "authentication_timeout"
+    assert state(s) == before
+
+
+def test_gateway_refuses_to_be_called_inside_a_transaction():
+    with pytest.raises(RuntimeError, match="inside a database transaction"), transaction.atomic():
+        LocalGateway().charge(payment_method="pm_card_visa", amount=Money(Decimal("1.00"), "EUR"),
+                              idempotency_key="k", description="", return_url="")
+
+
+def test_scheduled_downgrade_then_sweep_applies_exactly_once():
+    s = subscription_setup()
+    quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)  # Basic → Pro now
+    change = quote_accept(quote=make_quote(s, s.basic_month, 5), actor=s.owner, now=MID_JANUARY)
+    assert change.status == "scheduled" and change.effective_at == PERIOD_END and change.amount_due == 0
+    assert LocalPayment.objects.count() == 1
+    assert plan_changes_apply_due(now=PERIOD_END - timedelta(seconds=1)) == 0
+    out = io.StringIO()
+    call_command("apply_due_changes", "--now", PERIOD_END.isoformat(), stdout=out)
+    assert "Applied 1 scheduled change" in out.getvalue()
+    call_command("apply_due_changes", "--now", (PERIOD_END + timedelta(hours=1)).isoformat(), stdout=out)
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert sub.price_id == s.basic_month.pk and sub.version == 3
+    assert sub.current_period_start == PERIOD_END
+    assert sub.current_period_end == datetime(2026, 3, 1, tzinfo=BERLIN)
+    assert AuditEvent.objects.filter(action="plan_change.applied", object_id=str(change.pk)).count() == 1
+    assert features(s.customer)["sso"] == (False, None)
+
+
+def test_apply_due_changes_rejects_a_bad_now():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--now"):
+        call_command("apply_due_changes", "--now", "yesterday")
+
+
+def test_scheduled_changes_are_superseded_by_a_newer_choice_and_by_an_immediate_change():
+    s = subscription_setup()
+    quote_accept(quote=make_quote(s, s.business_month, 5), actor=s.owner, now=MID_JANUARY)
+    first = quote_accept(quote=make_quote(s, s.pro_month, 5), actor=s.owner, now=MID_JANUARY)
+    second = quote_accept(quote=make_quote(s, s.basic_month, 5), actor=s.owner, now=MID_JANUARY)
+    first.refresh_from_db()
+    assert first.status == "cancelled" and first.failure_code == "superseded"
+    assert second.status == "scheduled"
+    q = make_quote(s, s.business_month, 8)
+    assert q.supersedes == [second.pk]
+    quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    second.refresh_from_db()
+    assert second.status == "cancelled"
+    assert plan_changes_apply_due(now=PERIOD_END) == 0
+
+
+def test_customer_cancels_a_scheduled_change():
+    s = subscription_setup()
+    s.subscription.price = s.pro_month
+    s.subscription.save()
+    change = quote_accept(quote=make_quote(s, s.basic_month, 5), actor=s.owner, now=MID_JANUARY)
+    plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)
+    assert PlanChange.objects.get(pk=change.pk).status == "cancelled"
+    assert plan_changes_apply_due(now=PERIOD_END) == 0
+    with pytest.raises(BillingError) as info:
+        plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "not_cancellable"
+    assert AuditEvent.objects.filter(action="plan_change.cancelled").count() == 1
+
+
+def test_immediate_downgrade_credits_the_balance_which_pays_the_next_upgrade():
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
+    s.subscription.price = s.pro_month
+    s.subscription.save()
+    down = quote_accept(quote=make_quote(s, s.basic_month, 5), actor=s.owner, now=MID_JANUARY)
+    # credit −129.03, charge 77.42: subtotal −51.61, tax −9.81, total −61.42 → credited, nothing refunded.
+    assert down.status == "applied" and down.total == Decimal("-61.42") and down.amount_due == 0
+    assert LocalPayment.objects.count() == 0
+    entry = BalanceEntry.objects.get()
+    assert (entry.amount, entry.kind) == (Decimal("61.42"), "change_credit")
+    up = quote_accept(quote=make_quote(s, s.pro_month, 5), actor=s.owner, now=MID_JANUARY)
+    assert (up.balance_applied, up.amount_due) == (Decimal("61.42"), Decimal("0.00"))
+    assert up.status == "applied" and LocalPayment.objects.count() == 0
+    assert sum(BalanceEntry.objects.values_list("amount", flat=True)) == 0
