@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -14,6 +15,8 @@ from billing.tasks import payment_updated
 
 @require_http_methods(["GET", "POST"])
 def local_gateway_authenticate(request: HttpRequest, reference: str) -> HttpResponse:
+    if settings.PAYMENT_GATEWAY != "local":
+        raise Http404("The local gateway is not in use.")
     payment = get_object_or_404(LocalPayment, reference=reference)
     if request.method == "POST":
         answer = request.POST.get("answer")

@@ -258,3 +258,8 @@ def test_schema_and_docs_are_served(setup):
     assert "/api/quotes/{quote_id}/accept/" in text and "Idempotency-Key" in text
     docs = client.get(reverse("api-docs"))
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_local_gateway_page_is_off_when_another_gateway_is_configured(setup, settings):
+    settings.PAYMENT_GATEWAY = "stripe"
+    assert APIClient().get("/gateway/local/authenticate/pi_local_x/").status_code == 404

@@ -122,13 +122,10 @@ def test_two_sweeps_racing_apply_each_due_change_once():
 
 def subscription_setup_for_sweep(now):
     """A customer on Pro with a downgrade to Basic scheduled at period end (its own catalog)."""
-    from billing.models import ChangeRule, Product
+    from billing.models import Product
 
-    if not Product.objects.filter(code="analytics").exists():
-        s = subscription_setup()
-    else:
-        s = _another_customer()
-    del ChangeRule  # rules come from the first setup
+    # The first customer brings the catalog and the change rules; the others reuse them.
+    s = subscription_setup() if not Product.objects.filter(code="analytics").exists() else _another_customer()
     Subscription.objects.filter(pk=s.subscription.pk).update(
         price=s.pro_month, current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
     s.subscription.refresh_from_db()
