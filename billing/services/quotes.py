@@ -158,7 +158,12 @@ def quote_create(
     now: datetime,
     actor: AbstractBaseUser | None,
 ) -> Quote:
-    """Price a change of `subscription` to `quantity` × `to_price` at `now`; stored, expiring."""
+    """Price a change of `subscription` to `quantity` × `to_price` at `now`; stored, expiring.
+
+    The quote's instant is `now` to the whole second, so every figure on it (second granularity
+    included) can be re-derived by hand.
+    """
+    now = now.replace(microsecond=0)
     customer = subscription.customer
     eligible = _check_eligibility(subscription=subscription, to_price=to_price, quantity=quantity, now=now)
     rule = eligible.rule

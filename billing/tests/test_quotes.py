@@ -218,3 +218,10 @@ def test_direction_by_rank_then_value_then_interval():
     # Yet the interval rule, placed first, still makes month → year immediate.
     rule = change_rule_find(from_price=s.pro_month, to_price=s.pro_year, direction="downgrade")
     assert rule.name == "Monthly to annual" and rule.timing == "now"
+
+
+def test_quote_instant_is_a_whole_second():
+    s = subscription_setup(granularity="second")
+    q = quote(s, s.pro_month, 5, now=MID_JANUARY + timedelta(microseconds=654_321))
+    assert q.created_at == MID_JANUARY and q.effective_at == MID_JANUARY
+    assert q.lines[0]["remaining"] == "1339200" and "(1339200 of 2678400 seconds)" in q.lines[0]["description"]
