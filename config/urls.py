@@ -20,3 +20,6 @@ urlpatterns = [
          name="local-gateway-authenticate"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
+
+handler404 = "portal.views.not_found"
+handler500 = "portal.views.server_error"
