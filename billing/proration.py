@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.money import format_amount, is_currency, minor_unit, round_ratio
+from billing.money import format_amount, is_currency, minor_unit, round_exact, round_ratio
 
 Interval = Literal["month", "quarter", "year"]
 Granularity = Literal["day", "second"]
@@ -27,6 +27,9 @@ INTERVAL_ADJECTIVE: dict[str, str] = {"month": "monthly", "quarter": "quarterly"
 MODES = ("prorated", "full", "none")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _HUNDRED = 100
+# Bounds that keep every figure far inside Decimal's default 28-digit precision.
+MAX_AMOUNT = Decimal(10) ** 15
+MAX_QUANTITY = 10**9
 
 
 class ProrationInputError(ValueError):
@@ -212,8 +215,8 @@ def totals_for(subtotal: Decimal, tax: Tax | None, balance: Decimal, currency: s
     total = subtotal if (tax is not None and tax.inclusive) else subtotal + tax_value
     zero = Decimal(0).scaleb(-minor_unit(currency))
     if total >= 0:
-        applied = min(balance, total)
-        return Totals(subtotal, tax_value, total, applied + zero, total - applied, balance - applied)
+        applied = min(balance, total) + zero  # + zero: the minor-unit exponent even for a balance of Decimal(0)
+        return Totals(subtotal, tax_value, total, applied, total - applied, balance - applied)
     return Totals(subtotal, tax_value, total, zero, zero, balance - total)
 
 
@@ -226,9 +229,11 @@ def _units(change: Change, tz: ZoneInfo) -> tuple[int, int, str]:
         remaining = (end_date - change.change_at.astimezone(tz).date()).days
         total = (end_date - change.period_start.astimezone(tz).date()).days
         return remaining, total, "day"
+    # In UTC: Python subtracts two datetimes sharing one tzinfo by wall clock, ignoring a DST change between.
+    start, end, at = (value.astimezone(UTC) for value in (change.period_start, change.period_end, change.change_at))
     micro = timedelta(microseconds=1)
-    remaining_us = (change.period_end - change.change_at) // micro
-    total_us = (change.period_end - change.period_start) // micro
+    remaining_us = (end - at) // micro
+    total_us = (end - start) // micro
     return remaining_us, total_us, "second"
 
 
@@ -254,7 +259,7 @@ def validate(change: Change) -> ZoneInfo:
         raise ProrationInputError("currency", f"unknown ISO 4217 currency {change.currency!r}")
     try:
         tz = ZoneInfo(change.timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a directory such as "Europe"
         raise ProrationInputError("timezone", f"unknown IANA timezone {change.timezone!r}") from None
     if change.granularity not in ("day", "second"):
         raise ProrationInputError("granularity", "must be 'day' or 'second'")
@@ -262,9 +267,11 @@ def validate(change: Change) -> ZoneInfo:
         value = getattr(change, name)
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise ProrationInputError(name, "must be a datetime with a UTC offset")
-    if change.period_end <= change.period_start:
+    # Compared as instants (in UTC): datetimes sharing one tzinfo would be compared by wall clock.
+    start, end, at = (getattr(change, name).astimezone(UTC) for name in ("period_start", "period_end", "change_at"))
+    if end <= start:
         raise ProrationInputError("period_end", "the period is empty or inverted (period_end ≤ period_start)")
-    if not change.period_start <= change.change_at < change.period_end:
+    if not start <= at < end:
         raise ProrationInputError("change_at", "must be within the period: period_start ≤ change_at < period_end")
     if change.granularity == "day":
         if change.period_end.astimezone(tz).date() <= change.period_start.astimezone(tz).date():
@@ -274,8 +281,14 @@ def validate(change: Change) -> ZoneInfo:
         _validate_item(item, which)
     if change.tax is not None and not (0 <= change.tax.rate <= 1):
         raise ProrationInputError("tax.rate", "must be between 0 and 1")
-    if change.customer_balance < 0:
+    if not change.customer_balance.is_finite() or change.customer_balance < 0:
         raise ProrationInputError("customer_balance", "must not be negative")
+    if change.customer_balance >= MAX_AMOUNT:
+        raise ProrationInputError("customer_balance", f"must be less than {MAX_AMOUNT:,}")
+    if round_exact(change.customer_balance, change.currency) != change.customer_balance:
+        raise ProrationInputError(
+            "customer_balance", f"has more decimal places than {change.currency} allows ({minor_unit(change.currency)})"
+        )
     for name in ("credit", "charge"):
         if getattr(change, name) not in MODES:
             raise ProrationInputError(name, "must be 'prorated', 'full' or 'none'")
@@ -285,9 +298,13 @@ def validate(change: Change) -> ZoneInfo:
 def _validate_item(item: Item, which: str) -> None:
     if not item.unit_amount.is_finite() or item.unit_amount < 0:
         raise ProrationInputError(f"{which}.unit_amount", "must be a non-negative amount")
+    if item.unit_amount >= MAX_AMOUNT:
+        raise ProrationInputError(f"{which}.unit_amount", f"must be less than {MAX_AMOUNT:,}")
     if isinstance(item.quantity, bool) or not isinstance(item.quantity, int) or item.quantity < 0:
         raise ProrationInputError(f"{which}.quantity", "must be a non-negative whole number")
-    if item.interval not in INTERVAL_MONTHS:
+    if item.quantity > MAX_QUANTITY:
+        raise ProrationInputError(f"{which}.quantity", f"must be at most {MAX_QUANTITY:,}")
+    if not isinstance(item.interval, str) or item.interval not in INTERVAL_MONTHS:
         raise ProrationInputError(f"{which}.interval", "must be 'month', 'quarter' or 'year'")
     if not item.discount_percent.is_finite() or not (0 <= item.discount_percent <= 100):
         raise ProrationInputError(f"{which}.discount_percent", "must be between 0 and 100")
@@ -426,7 +443,7 @@ def change_from_json(data: Any) -> Change:
     tz_name = _field(data, "timezone", "timezone", "UTC")
     try:
         tz = ZoneInfo(tz_name) if isinstance(tz_name, str) else None
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
         tz = None
     if tz is None:
         raise ProrationInputError("timezone", f"unknown IANA timezone {tz_name!r}")

@@ -25,6 +25,8 @@ class Command(BaseCommand):
             text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
         except OSError as exc:
             self._fail("FILE", f"cannot read {path}: {exc.strerror}")
+        except UnicodeDecodeError:
+            self._fail("FILE", f"{path} is not UTF-8 text")
         try:
             data = json.loads(text, parse_float=Decimal)
         except (json.JSONDecodeError, ValueError) as exc:
