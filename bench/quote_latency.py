@@ -1,0 +1,433 @@
+"""The quote API's latency under concurrent clients: gunicorn on PostgreSQL, measured end to end.
+
+Self-contained and repeatable: it (re)creates a PostgreSQL database for the benchmark, migrates it,
+loads the demo data (`manage.py seed_demo`), starts gunicorn on a free 127.0.0.1 port, waits for
+/healthz, finds alice's Analytics subscription and the Analytics Business plan through the API,
+then has N concurrent clients (threads, each with its own keep-alive http.client connection)
+POST quotes for Pro × 5 → Business × 3..20 seats, which answer 201. After a warm-up it records
+every request's latency and status and prints p50/p90/p99/max, throughput and errors.
+gunicorn is always stopped at the end.
+
+    .venv/bin/python bench/quote_latency.py [--clients 20] [--requests 3000] [--workers 4] [--threads 1]
+
+DATABASE_URL picks the database (default postgres://postgres@127.0.0.1:5432/crossgrade_bench).
+It is dropped and recreated on each run unless --reuse-db is given; a database whose name does
+not contain "bench" is never dropped. The cache (and so DRF's throttle history) lives in a
+throwaway directory, as in a single-host install; --redis-url measures with the Redis cache instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/crossgrade_bench"
+HOST = "127.0.0.1"
+TARGET_P99_MS = 50.0
+MAX_MEASURE_SECONDS = 30.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+def prepare_database(url: str, *, fresh: bool) -> None:
+    """Create the benchmark database if it is missing; drop and recreate it first when `fresh`."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise SystemExit(f"DATABASE_URL has no database name: {url}")
+    admin_url = urlunsplit(parts._replace(path="/postgres", query=""))  # the query holds Django OPTIONS
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+        if exists and fresh:
+            if "bench" not in name:
+                raise SystemExit(f"refusing to drop database {name!r}: its name does not contain 'bench' "
+                                 "(use --reuse-db to run against it as it is)")
+            log(f"dropping database {name}")
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            exists = False
+        if not exists:
+            log(f"creating database {name}")
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def alice_token(env: dict[str, str], seed_output: str) -> str:
+    match = re.search(r"API token \(alice\):\s+([0-9a-f]{40})", seed_output)
+    if match:
+        return match.group(1)
+    return manage(env, "drf_create_token", "alice").split()[2]
+
+
+# --- gunicorn ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, logfile: Path) -> subprocess.Popen:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "config.wsgi", "-b", f"{HOST}:{port}", "--workers", str(workers),
+               "--threads", str(threads), "--no-control-socket"]
+    log(f"starting: {' '.join(command)}")
+    with logfile.open("wb") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop_gunicorn(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()  # SIGTERM: the master stops its workers gracefully
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def wait_healthy(port: int, process: subprocess.Popen, logfile: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {process.returncode}:\n{logfile.read_text()[-3000:]}")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=2)
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"gunicorn did not answer /healthz within {timeout:.0f} s:\n{logfile.read_text()[-3000:]}")
+
+
+def process_tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its children (Linux /proc); None elsewhere."""
+    try:
+        children_file = Path(f"/proc/{pid}/task/{pid}/children")
+        pids = [pid, *(int(p) for p in children_file.read_text().split())]
+    except (OSError, ValueError):
+        return None
+    return sum(cpu_seconds(pids).values()) or None
+
+
+def postgres_backend_pids(database_url: str) -> list[int]:
+    """The server processes serving the benchmark database (gunicorn's persistent connections)."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            [name]).fetchall()
+    return [row[0] for row in rows]
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of these processes that is readable (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue
+    return seconds
+
+
+# --- the API -------------------------------------------------------------------------------
+
+
+def api_get(port: int, token: str, path: str):
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    conn.request("GET", path, headers={"Authorization": f"Token {token}", "Accept": "application/json"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    if response.status != 200:
+        raise SystemExit(f"GET {path} answered {response.status}: {body[:500]!r}")
+    return json.loads(body)
+
+
+def find_targets(port: int, token: str) -> tuple[int, int]:
+    """alice's Analytics subscription id and the Analytics Business plan id, found through the API."""
+    customers = api_get(port, token, "/api/customers/")
+    subscription_id = None
+    for customer in customers:
+        for subscription in api_get(port, token, f"/api/customers/{customer['id']}/subscriptions/"):
+            if subscription["price"]["product"] == "analytics":
+                subscription_id = subscription["id"]
+                log(f"subscription {subscription_id}: {customer['name']}, {subscription['price']['plan_name']} "
+                    f"× {subscription['quantity']}")
+                break
+        if subscription_id is not None:
+            break
+    if subscription_id is None:
+        raise SystemExit("alice has no Analytics subscription; did seed_demo run?")
+    products = api_get(port, token, "/api/plans/?product=analytics")
+    plans = [plan for product in products for plan in product["plans"] if plan["code"] == "business"]
+    if not plans:
+        raise SystemExit("no Analytics Business plan in the catalog")
+    return subscription_id, plans[0]["id"]
+
+
+# --- the load ------------------------------------------------------------------------------
+
+
+class Client(threading.Thread):
+    """One client: a keep-alive connection, requests one after another, each timed."""
+
+    def __init__(self, index: int, port: int, token: str, subscription_id: int, plan_id: int,
+                 warmup: int, count: int, start: threading.Barrier, deadline: list[float]) -> None:
+        super().__init__(name=f"client-{index}", daemon=True)
+        self.port, self.warmup, self.count = port, warmup, count
+        self.path = f"/api/subscriptions/{subscription_id}/quotes/"
+        self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json",
+                        "Accept": "application/json"}
+        self.plan_id = plan_id
+        self.rng = random.Random(index)
+        self.start_barrier = start
+        self.deadline = deadline
+        self.latencies: list[float] = []
+        self.statuses: list[int] = []
+        self.error_samples: list[str] = []
+        self.conn: http.client.HTTPConnection | None = None
+        self.reused = False
+        self.retries = 0
+
+    def _send(self, body: str) -> tuple[int, bytes]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+            self.reused = False
+        self.conn.request("POST", self.path, body=body, headers=self.headers)
+        response = self.conn.getresponse()
+        payload = response.read()
+        if response.will_close:  # a sync worker answers "Connection: close"
+            self.conn.close()
+            self.conn = None
+        else:
+            self.reused = True
+        return response.status, payload
+
+    def _one(self) -> tuple[float, int, bytes]:
+        body = json.dumps({"plan": self.plan_id, "interval": "month", "quantity": self.rng.randint(3, 20)})
+        started = time.perf_counter()
+        try:
+            try:
+                status, payload = self._send(body)
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                if not self.reused:
+                    raise
+                # The server closed an idle keep-alive connection as we reused it (gthread's keep-alive
+                # timeout): nothing was processed, so retry once on a new connection, as HTTP clients do.
+                self.conn.close()
+                self.conn = None
+                self.retries += 1
+                status, payload = self._send(body)
+        except (OSError, http.client.HTTPException) as exc:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            status, payload = 0, repr(exc).encode()
+        return time.perf_counter() - started, status, payload
+
+    def run(self) -> None:
+        for _ in range(self.warmup):
+            self._one()
+        self.start_barrier.wait()
+        self.retries = 0
+        for _ in range(self.count):
+            if time.perf_counter() >= self.deadline[0]:
+                break
+            latency, status, payload = self._one()
+            self.latencies.append(latency)
+            self.statuses.append(status)
+            if status != 201 and len(self.error_samples) < 3:
+                self.error_samples.append(f"{status}: {payload[:300]!r}")
+        if self.conn is not None:
+            self.conn.close()
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def run_load(port: int, token: str, subscription_id: int, plan_id: int, *, clients: int, requests: int,
+             warmup: int, max_seconds: float, server_pid: int, database_url: str) -> dict:
+    deadline = [float("inf")]
+
+    def arm() -> None:  # runs once, in the last thread to reach the barrier, when warm-up is over
+        deadline[0] = time.perf_counter() + max_seconds
+
+    barrier = threading.Barrier(clients + 1, action=arm)
+    share, extra = divmod(requests, clients)
+    workers = [Client(i, port, token, subscription_id, plan_id, warmup, share + (1 if i < extra else 0),
+                      barrier, deadline) for i in range(clients)]
+    for worker in workers:
+        worker.start()
+    backends = postgres_backend_pids(database_url)  # connected during the warm-up, kept (CONN_MAX_AGE)
+    barrier.wait()
+    started = time.perf_counter()
+    own_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu_before = process_tree_cpu_seconds(server_pid)
+    db_cpu_before = cpu_seconds(backends)
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    own_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu_after = process_tree_cpu_seconds(server_pid)
+    db_cpu_after = cpu_seconds(postgres_backend_pids(database_url))
+    latencies = sorted(lat for w in workers for lat in w.latencies)
+    statuses = [s for w in workers for s in w.statuses]
+    client_cpu = (own_cpu_after.ru_utime - own_cpu_before.ru_utime) + (own_cpu_after.ru_stime - own_cpu_before.ru_stime)
+    server_cpu = (server_cpu_after - server_cpu_before
+                  if server_cpu_after is not None and server_cpu_before is not None else None)
+    # Backends opened during the run count whole; none readable (not Linux, not root) gives None.
+    db_cpu = (sum(after - db_cpu_before.get(pid, 0.0) for pid, after in db_cpu_after.items())
+              if db_cpu_after else None)
+    return {
+        "db_cpu": db_cpu, "db_backends": len(db_cpu_after),
+        "latencies": latencies, "statuses": statuses, "elapsed": elapsed,
+        "error_samples": [e for w in workers for e in w.error_samples][:5],
+        "retries": sum(w.retries for w in workers),
+        "client_cpu": client_cpu, "server_cpu": server_cpu,
+        "loadavg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def report(result: dict, *, clients: int, requested: int, max_seconds: float, workers: int, threads: int,
+           cache: str) -> bool:
+    latencies_ms = [lat * 1000 for lat in result["latencies"]]
+    if not latencies_ms:
+        print("quote API: no requests completed")
+        return False
+    statuses = result["statuses"]
+    errors = sum(1 for s in statuses if s != 201)
+    count, elapsed = len(latencies_ms), result["elapsed"]
+    p50, p90, p99 = (percentile(latencies_ms, p) for p in (50, 90, 99))
+    by_status: dict[int, int] = {}
+    for s in statuses:
+        by_status[s] = by_status.get(s, 0) + 1
+    print(f"gunicorn: --workers {workers} --threads {threads} ({'gthread' if threads > 1 else 'sync'} worker), "
+          f"cache: {cache}, {os.cpu_count()} CPUs shared with the load generator")
+    print(f"statuses: {', '.join(f'{k}×{v}' for k, v in sorted(by_status.items()))}; "
+          f"mean {statistics.fmean(latencies_ms):.1f} ms, min {latencies_ms[0]:.1f} ms")
+    cpu = f"load generator CPU {result['client_cpu']:.1f} s"
+    if result["server_cpu"] is not None:
+        cpu += f", gunicorn CPU {result['server_cpu']:.1f} s"
+    if result["db_cpu"] is not None:
+        cpu += f", PostgreSQL CPU {result['db_cpu']:.1f} s ({result['db_backends']} backends)"
+    cpu += f" over {elapsed:.1f} s wall"
+    if result["server_cpu"]:
+        cpu += f" ({1000 * result['server_cpu'] / count:.1f} ms of gunicorn CPU per request)"
+    if result["loadavg"] is not None:
+        cpu += f"; 1-min load average {result['loadavg']:.1f} (other processes on the machine skew the figures)"
+    print(cpu)
+    if result["retries"]:
+        print(f"{result['retries']} requests retried once after the server closed a keep-alive connection "
+              "(their latency includes the retry)")
+    for sample in result["error_samples"]:
+        print(f"  error: {sample}")
+    if count < requested:
+        print(f"stopped at the {max_seconds:.0f} s limit: {count} of {requested} requests measured")
+    ok = p99 <= TARGET_P99_MS and errors == 0
+    print(f"quote API: {clients} clients, {count} requests, p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
+          f"p99 {p99:.1f} ms, max {latencies_ms[-1]:.1f} ms, {count / elapsed:.0f} req/s, {errors} errors "
+          f"(target p99 ≤ {TARGET_P99_MS:.0f} ms) {'OK' if ok else 'ABOVE TARGET' if errors == 0 else 'ERRORS'}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
+    parser.add_argument("--requests", type=int, default=3000, help="measured requests in all (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up requests per client, not measured")
+    parser.add_argument("--max-seconds", type=float, default=MAX_MEASURE_SECONDS,
+                        help="stop measuring after this long even if requests remain")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (>1 selects gthread)")
+    parser.add_argument("--reuse-db", action="store_true", help="keep an existing database instead of recreating it")
+    parser.add_argument("--redis-url", default="", help="run with the Redis cache (as production) at this URL")
+    parser.add_argument("--keep-log", action="store_true", help="print where gunicorn's log is and keep it")
+    args = parser.parse_args()
+    if args.clients < 1 or args.requests < 1 or args.workers < 1 or args.threads < 1:
+        parser.error("--clients, --requests, --workers and --threads must be at least 1")
+
+    database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    prepare_database(database_url, fresh=not args.reuse_db)
+    scratch = Path(tempfile.mkdtemp(prefix="crossgrade-bench-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_DEBUG", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(DATABASE_URL=database_url, CROSSGRADE_VAR_DIR=str(scratch / "var"), PYTHONUNBUFFERED="1")
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    logfile = scratch / "gunicorn.log"
+    server = None
+    try:
+        log("migrating")
+        manage(env, "migrate", "--noinput")
+        log("seeding demo data")
+        token = alice_token(env, manage(env, "seed_demo"))
+        if args.redis_url:
+            # DRF's throttle history from an earlier run would count against this one; only alice's key goes.
+            manage(env, "shell", "-c", "from django.core.cache import cache; from django.contrib.auth import "
+                   "get_user_model; cache.delete(f'throttle_user_{get_user_model().objects.get(username=\"alice\").pk}')")
+        port = free_port()
+        server = start_gunicorn(env, port, args.workers, args.threads, logfile)
+        wait_healthy(port, server, logfile)
+        subscription_id, plan_id = find_targets(port, token)
+        log(f"warm-up: {args.clients} clients × {args.warmup} requests; then {args.requests} measured requests")
+        result = run_load(port, token, subscription_id, plan_id, clients=args.clients, requests=args.requests,
+                          warmup=args.warmup, max_seconds=args.max_seconds, server_pid=server.pid,
+                          database_url=database_url)
+        ok = report(result, clients=args.clients, requested=args.requests, max_seconds=args.max_seconds,
+                    workers=args.workers, threads=args.threads,
+                    cache=f"Redis ({args.redis_url})" if args.redis_url else "file-based (scratch directory)")
+    finally:
+        if server is not None:
+            stop_gunicorn(server)
+        if args.keep_log:
+            log(f"gunicorn log: {logfile}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
