@@ -25,6 +25,7 @@ from billing.selectors import (
     price_get,
     quote_get_for_user,
     subscription_get_for_user,
+    subscription_get_with_role,
 )
 from billing.serializers import (
     CustomerSerializer,
@@ -32,6 +33,7 @@ from billing.serializers import (
     ProductSerializer,
     QuoteSerializer,
     SubscriptionSerializer,
+    quote_json,
 )
 from billing.services.idempotency import (
     idempotency_begin,
@@ -52,10 +54,14 @@ def _membership_or_404(request: Request, customer_id: int) -> Membership:
     return membership
 
 
+BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.BILLING_ADMIN)
+BILLING_ROLE_REQUIRED = "Only the account's owners and billing admins can change plans."
+
+
 def _require_billing_role(request: Request, customer_id: int) -> Membership:
     membership = _membership_or_404(request, customer_id)
-    if not membership.can_manage_billing:
-        raise PermissionDenied("Only the account's owners and billing admins can change plans.")
+    if membership.role not in BILLING_ROLES:
+        raise PermissionDenied(BILLING_ROLE_REQUIRED)
     return membership
 
 
@@ -128,16 +134,18 @@ class QuoteCreateApi(APIView):
     )
     def post(self, request: Request, subscription_id: int) -> Response:
         now = timezone.now()
-        subscription = subscription_get_for_user(user=request.user, subscription_id=subscription_id)
-        if subscription is None:
+        found = subscription_get_with_role(user=request.user, subscription_id=subscription_id)
+        if found is None:
             raise NotFound()
-        _require_billing_role(request, subscription.customer_id)
+        subscription, role = found
+        if role not in BILLING_ROLES:
+            raise PermissionDenied(BILLING_ROLE_REQUIRED)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         to_price = self._target_price(data.validated_data, subscription.price.currency)
         quote = quote_create(subscription=subscription, to_price=to_price,
                              quantity=data.validated_data["quantity"], now=now, actor=request.user)
-        return Response(QuoteSerializer(quote, context={"now": now}).data, status=status.HTTP_201_CREATED)
+        return Response(quote_json(quote, now=now), status=status.HTTP_201_CREATED)
 
     @staticmethod
     def _target_price(data: dict, currency: str) -> Price:
@@ -146,11 +154,11 @@ class QuoteCreateApi(APIView):
             if price is None:
                 raise BillingError("price_not_found", f"There is no price {data['price']}.", status=422)
             return price
-        plan = Plan.objects.select_related("product").filter(pk=data["plan"]).first()
-        if plan is None:
-            raise BillingError("plan_not_found", f"There is no plan {data['plan']}.", status=422)
-        price = price_get(plan=plan, currency=currency, interval=data["interval"])
+        price = price_get(plan_id=data["plan"], currency=currency, interval=data["interval"])
         if price is None:
+            plan = Plan.objects.select_related("product").filter(pk=data["plan"]).first()
+            if plan is None:
+                raise BillingError("plan_not_found", f"There is no plan {data['plan']}.", status=422)
             raise BillingError("currency_unavailable",
                                f"{plan} is not sold in {currency} billed {data['interval']}ly.", status=422)
         return price
@@ -162,7 +170,7 @@ class QuoteDetailApi(APIView):
         quote = quote_get_for_user(user=request.user, quote_id=quote_id)
         if quote is None:
             raise NotFound()
-        return Response(QuoteSerializer(quote, context={"now": timezone.now()}).data)
+        return Response(quote_json(quote, now=timezone.now()))
 
 
 def plan_change_response(change: PlanChange) -> tuple[int, dict]:

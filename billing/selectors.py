@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import F, Prefetch, QuerySet, Sum
 
 from billing.models import (
     BalanceEntry,
@@ -41,6 +41,17 @@ def subscription_get_for_user(*, user: AbstractBaseUser, subscription_id: int) -
         .filter(pk=subscription_id, customer__memberships__user=user)
         .first()
     )
+
+
+def subscription_get_with_role(*, user: AbstractBaseUser, subscription_id: int) -> tuple[Subscription, str] | None:
+    """The subscription, if `user` is a member of its customer, with the user's role: one query."""
+    row = (
+        Subscription.objects.select_related("customer", "price__plan__product")
+        .filter(pk=subscription_id, customer__memberships__user=user)
+        .annotate(member_role=F("customer__memberships__role"))
+        .first()
+    )
+    return (row, row.member_role) if row is not None else None
 
 
 def subscription_list(*, customer: Customer) -> QuerySet[Subscription]:
@@ -92,8 +103,13 @@ def catalog_list(*, currency: str | None = None, product_code: str | None = None
     return products
 
 
-def price_get(*, plan: Plan, currency: str, interval: str) -> Price | None:
-    return Price.objects.filter(plan=plan, currency=currency, interval=interval, is_active=True).first()
+def price_get(*, plan_id: int, currency: str, interval: str) -> Price | None:
+    """The plan's active price in that currency and interval, with its plan and product."""
+    return (
+        Price.objects.select_related("plan__product")
+        .filter(plan_id=plan_id, currency=currency, interval=interval, is_active=True)
+        .first()
+    )
 
 
 def tax_rate_for(*, country: str, on: date) -> TaxRate | None:

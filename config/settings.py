@@ -80,6 +80,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Server-side binding lets psycopg prepare statements a connection runs repeatedly (planning once).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
+        "DATABASE_SERVER_SIDE_BINDING", default=True)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -144,9 +147,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "billing.api_errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env.str("API_RATE_LIMIT", default="6000/minute")},
+    "DEFAULT_THROTTLE_CLASSES": ["billing.api_throttle.FixedWindowThrottle"],
 }
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="6000/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crossgrade API",
     "DESCRIPTION": "Quotes and plan changes with exact proration (shared/PRORATION.md), "

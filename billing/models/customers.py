@@ -65,9 +65,6 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} · {self.get_role_display()} of {self.customer}"
 
-    @property
-    def can_manage_billing(self) -> bool:
-        return self.role in (self.Role.OWNER, self.Role.BILLING_ADMIN)
 
 
 class PaymentMethod(models.Model):

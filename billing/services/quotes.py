@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
 
 from billing import proration
 from billing.errors import ChangeRefused
@@ -69,6 +70,7 @@ def change_rule_find(*, from_price: Price, to_price: Price, direction: str,
 class _Eligible:
     direction: str
     rule: ChangeRule
+    supersedes: list[int]
 
 
 def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime) -> _Eligible:
@@ -114,7 +116,13 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         raise ChangeRefused(
             "already_subscribed", f"You already subscribe to {plan.product}; change that subscription instead."
         )
-    if PlanChange.objects.filter(customer_id=subscription.customer_id, status__in=PlanChange.IN_FLIGHT).exists():
+    open_changes = list(
+        PlanChange.objects.filter(
+            customer_id=subscription.customer_id,
+            status__in=(*PlanChange.IN_FLIGHT, PlanChange.Status.SCHEDULED),
+        ).values_list("pk", "status", "subscription_id")
+    )
+    if any(status in PlanChange.IN_FLIGHT for _, status, _ in open_changes):
         raise ChangeRefused(
             "change_in_progress",
             "Another plan change is waiting for its payment; finish or cancel it first.",
@@ -126,7 +134,9 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         raise ChangeRefused("change_not_allowed", f"Changing to {plan} this way is not offered.")
     if not rule.allowed:
         raise ChangeRefused("change_not_allowed", rule.refusal_reason, rule=rule.name)
-    return _Eligible(direction=direction, rule=rule)
+    supersedes = sorted(pk for pk, status, sub_id in open_changes
+                        if status == PlanChange.Status.SCHEDULED and sub_id == subscription.pk)
+    return _Eligible(direction=direction, rule=rule, supersedes=supersedes)
 
 
 def _line_json(line: proration.Line) -> dict[str, Any]:
@@ -195,24 +205,26 @@ def quote_create(
     next_subtotal = proration.period_amount(target, currency)
     next_tax = proration.tax_amount(next_subtotal, tax, currency)
     next_total = next_subtotal if (tax and tax.inclusive) else next_subtotal + next_tax
-    supersedes = list(
-        PlanChange.objects.filter(subscription=subscription, status=PlanChange.Status.SCHEDULED)
-        .values_list("pk", flat=True)
-    )
-    return Quote.objects.create(
-        customer=customer, subscription=subscription, subscription_version=subscription.version,
-        created_by=actor if actor is not None and actor.is_authenticated else None,
-        created_at=now, expires_at=now + settings.QUOTE_TTL,
-        from_price=subscription.price, from_quantity=subscription.quantity, to_price=to_price,
-        to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
-        credit_mode=rule.credit, charge_mode=rule.charge, requires_approval=rule.requires_approval,
-        effective_at=effective_at, currency=currency, lines=lines,
-        subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
-        tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
-        balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
-        balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
-        next_period_amount=next_total, next_period_tax=next_tax, supersedes=supersedes,
-    )
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # A quote is an offer, not money moved: losing the last few to a crash only means asking
+            # again, so its commit need not wait for the WAL flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        return Quote.objects.create(
+            customer=customer, subscription=subscription, subscription_version=subscription.version,
+            created_by=actor if actor is not None and actor.is_authenticated else None,
+            created_at=now, expires_at=now + settings.QUOTE_TTL,
+            from_price=subscription.price, from_quantity=subscription.quantity, to_price=to_price,
+            to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
+            credit_mode=rule.credit, charge_mode=rule.charge, requires_approval=rule.requires_approval,
+            effective_at=effective_at, currency=currency, lines=lines,
+            subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
+            tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
+            balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
+            balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
+            next_period_amount=next_total, next_period_tax=next_tax, supersedes=eligible.supersedes,
+        )
 
 
 def quote_amounts_json(quote: Quote) -> dict[str, str]:

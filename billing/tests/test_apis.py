@@ -263,3 +263,14 @@ def test_schema_and_docs_are_served(setup):
 def test_local_gateway_page_is_off_when_another_gateway_is_configured(setup, settings):
     settings.PAYMENT_GATEWAY = "stripe"
     assert APIClient().get("/gateway/local/authenticate/pi_local_x/").status_code == 404
+
+
+def test_requests_over_the_rate_limit_answer_429(setup, settings):
+    settings.API_RATE_LIMIT = "3/minute"
+    client = client_for(setup.owner)
+    codes = [client.get(reverse("api-customers")).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    response = client.get(reverse("api-customers"))
+    assert response.json()["code"] == "throttled" and "Retry-After" in response.headers
+    # Another user has their own allowance.
+    assert client_for(setup.member).get(reverse("api-customers")).status_code == 200
