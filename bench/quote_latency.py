@@ -213,7 +213,8 @@ class Client(threading.Thread):
     """One client: a keep-alive connection, requests one after another, each timed."""
 
     def __init__(self, index: int, port: int, token: str, subscription_id: int, plan_id: int,
-                 warmup: int, count: int, start: threading.Barrier, deadline: list[float]) -> None:
+                 warmup: int, count: int, start: threading.Barrier, deadline: list[float],
+                 interval: float = 0.0) -> None:
         super().__init__(name=f"client-{index}", daemon=True)
         self.port, self.warmup, self.count = port, warmup, count
         self.path = f"/api/subscriptions/{subscription_id}/quotes/"
@@ -229,6 +230,9 @@ class Client(threading.Thread):
         self.conn: http.client.HTTPConnection | None = None
         self.reused = False
         self.retries = 0
+        # With --rate, each client sends on a fixed schedule (open loop); 0 sends back to back (closed loop).
+        self.interval = interval
+        self.offset = interval * index / 20 if interval else 0.0  # spread the clients' first sends
 
     def _send(self, body: str) -> tuple[int, bytes]:
         if self.conn is None:
@@ -271,10 +275,20 @@ class Client(threading.Thread):
             self._one()
         self.start_barrier.wait()
         self.retries = 0
-        for _ in range(self.count):
+        began = time.perf_counter() + self.offset
+        for number in range(self.count):
             if time.perf_counter() >= self.deadline[0]:
                 break
+            scheduled = began + number * self.interval
+            if self.interval:
+                pause = scheduled - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
             latency, status, payload = self._one()
+            if self.interval:
+                # Measured from when the request was due, not when it was sent, so a server that falls
+                # behind is charged for the wait (no coordinated omission).
+                latency = max(latency, time.perf_counter() - scheduled)
             self.latencies.append(latency)
             self.statuses.append(status)
             if status != 201 and len(self.error_samples) < 3:
@@ -290,7 +304,7 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 
 
 def run_load(port: int, token: str, subscription_id: int, plan_id: int, *, clients: int, requests: int,
-             warmup: int, max_seconds: float, server_pid: int, database_url: str) -> dict:
+             warmup: int, max_seconds: float, server_pid: int, database_url: str, rate: float = 0.0) -> dict:
     deadline = [float("inf")]
 
     def arm() -> None:  # runs once, in the last thread to reach the barrier, when warm-up is over
@@ -299,7 +313,7 @@ def run_load(port: int, token: str, subscription_id: int, plan_id: int, *, clien
     barrier = threading.Barrier(clients + 1, action=arm)
     share, extra = divmod(requests, clients)
     workers = [Client(i, port, token, subscription_id, plan_id, warmup, share + (1 if i < extra else 0),
-                      barrier, deadline) for i in range(clients)]
+                      barrier, deadline, clients / rate if rate else 0.0) for i in range(clients)]
     for worker in workers:
         worker.start()
     backends = postgres_backend_pids(database_url)  # connected during the warm-up, kept (CONN_MAX_AGE)
@@ -333,7 +347,7 @@ def run_load(port: int, token: str, subscription_id: int, plan_id: int, *, clien
 
 
 def report(result: dict, *, clients: int, requested: int, max_seconds: float, workers: int, threads: int,
-           cache: str) -> bool:
+           cache: str, rate: float = 0.0) -> bool:
     latencies_ms = [lat * 1000 for lat in result["latencies"]]
     if not latencies_ms:
         print("quote API: no requests completed")
@@ -368,7 +382,8 @@ def report(result: dict, *, clients: int, requested: int, max_seconds: float, wo
     if count < requested:
         print(f"stopped at the {max_seconds:.0f} s limit: {count} of {requested} requests measured")
     ok = p99 <= TARGET_P99_MS and errors == 0
-    print(f"quote API: {clients} clients, {count} requests, p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
+    mode = f"open loop, {rate:g} req/s offered" if rate else "closed loop"
+    print(f"quote API: {clients} clients ({mode}), {count} requests, p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
           f"p99 {p99:.1f} ms, max {latencies_ms[-1]:.1f} ms, {count / elapsed:.0f} req/s, {errors} errors "
           f"(target p99 ≤ {TARGET_P99_MS:.0f} ms) {'OK' if ok else 'ABOVE TARGET' if errors == 0 else 'ERRORS'}")
     return ok
@@ -386,6 +401,9 @@ def main() -> int:
     parser.add_argument("--reuse-db", action="store_true", help="keep an existing database instead of recreating it")
     parser.add_argument("--redis-url", default="", help="run with the Redis cache (as production) at this URL")
     parser.add_argument("--keep-log", action="store_true", help="print where gunicorn's log is and keep it")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offered load in requests/s across all clients, each on a fixed schedule (open loop); "
+                             "default 0: every client sends its next request as soon as it has an answer")
     args = parser.parse_args()
     if args.clients < 1 or args.requests < 1 or args.workers < 1 or args.threads < 1:
         parser.error("--clients, --requests, --workers and --threads must be at least 1")
@@ -394,7 +412,8 @@ def main() -> int:
     prepare_database(database_url, fresh=not args.reuse_db)
     scratch = Path(tempfile.mkdtemp(prefix="crossgrade-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_DEBUG", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env.update(DATABASE_URL=database_url, CROSSGRADE_VAR_DIR=str(scratch / "var"), PYTHONUNBUFFERED="1")
+    env.update(DATABASE_URL=database_url, CROSSGRADE_VAR_DIR=str(scratch / "var"), PYTHONUNBUFFERED="1",
+               API_RATE_LIMIT="1000000/minute")  # the benchmark's one user must not hit the rate limit
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     logfile = scratch / "gunicorn.log"
@@ -404,10 +423,6 @@ def main() -> int:
         manage(env, "migrate", "--noinput")
         log("seeding demo data")
         token = alice_token(env, manage(env, "seed_demo"))
-        if args.redis_url:
-            # DRF's throttle history from an earlier run would count against this one; only alice's key goes.
-            manage(env, "shell", "-c", "from django.core.cache import cache; from django.contrib.auth import "
-                   "get_user_model; cache.delete(f'throttle_user_{get_user_model().objects.get(username=\"alice\").pk}')")
         port = free_port()
         server = start_gunicorn(env, port, args.workers, args.threads, logfile)
         wait_healthy(port, server, logfile)
@@ -415,10 +430,11 @@ def main() -> int:
         log(f"warm-up: {args.clients} clients × {args.warmup} requests; then {args.requests} measured requests")
         result = run_load(port, token, subscription_id, plan_id, clients=args.clients, requests=args.requests,
                           warmup=args.warmup, max_seconds=args.max_seconds, server_pid=server.pid,
-                          database_url=database_url)
+                          database_url=database_url, rate=args.rate)
         ok = report(result, clients=args.clients, requested=args.requests, max_seconds=args.max_seconds,
                     workers=args.workers, threads=args.threads,
-                    cache=f"Redis ({args.redis_url})" if args.redis_url else "file-based (scratch directory)")
+                    cache=f"Redis ({args.redis_url})" if args.redis_url else "file-based (scratch directory)",
+                    rate=args.rate)
     finally:
         if server is not None:
             stop_gunicorn(server)
