@@ -23,9 +23,10 @@ from billing.models import (
     Price,
     Quote,
     Subscription,
+    TaxRate,
     Timing,
 )
-from billing.money import format_amount, minor_unit
+from billing.money import minor_unit
 from billing.selectors import customer_balance, tax_rate_for
 
 
@@ -73,7 +74,32 @@ class _Eligible:
     supersedes: list[int]
 
 
-def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime) -> _Eligible:
+@dataclass(frozen=True)
+class PricingContext:
+    """What pricing reads besides the subscription and the price: read once, reused for every plan shown."""
+
+    rules: list[ChangeRule]
+    tax_rate: TaxRate | None
+    balance: Decimal
+    open_changes: list[tuple[int, str, int]]  # (plan change id, status, subscription id): in flight or scheduled
+
+
+def pricing_context(*, subscription: Subscription, now: datetime) -> PricingContext:
+    customer = subscription.customer
+    return PricingContext(
+        rules=list(ChangeRule.objects.filter(is_active=True).order_by("position", "id")),
+        tax_rate=tax_rate_for(country=customer.country, on=now.astimezone(ZoneInfo(customer.timezone)).date()),
+        balance=customer_balance(customer=customer, currency=subscription.price.currency),
+        open_changes=list(
+            PlanChange.objects.filter(
+                customer_id=customer.pk, status__in=(*PlanChange.IN_FLIGHT, PlanChange.Status.SCHEDULED)
+            ).values_list("pk", "status", "subscription_id")
+        ),
+    )
+
+
+def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime,
+                       context: PricingContext) -> _Eligible:
     from_price = subscription.price
     plan = to_price.plan
     if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
@@ -116,12 +142,7 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         raise ChangeRefused(
             "already_subscribed", f"You already subscribe to {plan.product}; change that subscription instead."
         )
-    open_changes = list(
-        PlanChange.objects.filter(
-            customer_id=subscription.customer_id,
-            status__in=(*PlanChange.IN_FLIGHT, PlanChange.Status.SCHEDULED),
-        ).values_list("pk", "status", "subscription_id")
-    )
+    open_changes = context.open_changes
     if any(status in PlanChange.IN_FLIGHT for _, status, _ in open_changes):
         raise ChangeRefused(
             "change_in_progress",
@@ -129,7 +150,7 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         )
     direction = change_direction(from_price=from_price, from_quantity=subscription.quantity,
                                  to_price=to_price, to_quantity=quantity)
-    rule = change_rule_find(from_price=from_price, to_price=to_price, direction=direction)
+    rule = change_rule_find(from_price=from_price, to_price=to_price, direction=direction, rules=context.rules)
     if rule is None:
         raise ChangeRefused("change_not_allowed", f"Changing to {plan} this way is not offered.")
     if not rule.allowed:
@@ -160,28 +181,32 @@ def _item(price: Price, quantity: int, discount_percent: Decimal) -> proration.I
                           discount_percent=discount_percent, name=str(price.plan))
 
 
-def quote_create(
+def quote_price(
     *,
     subscription: Subscription,
     to_price: Price,
     quantity: int,
     now: datetime,
-    actor: AbstractBaseUser | None,
+    actor: AbstractBaseUser | None = None,
+    context: PricingContext | None = None,
 ) -> Quote:
-    """Price a change of `subscription` to `quantity` × `to_price` at `now`; stored, expiring.
+    """Price a change of `subscription` to `quantity` × `to_price` at `now`, without storing it.
 
-    The quote's instant is `now` to the whole second, so every figure on it (second granularity
-    included) can be re-derived by hand.
+    Eligibility first (ChangeRefused with a reason), then the amounts from billing.proration. The
+    instant is `now` to the whole second, so every figure (second granularity included) can be
+    re-derived by hand. The live prices of the portal and the stored quote come from this one function.
     """
     now = now.replace(microsecond=0)
     customer = subscription.customer
-    eligible = _check_eligibility(subscription=subscription, to_price=to_price, quantity=quantity, now=now)
+    if context is None:
+        context = pricing_context(subscription=subscription, now=now)
+    eligible = _check_eligibility(subscription=subscription, to_price=to_price, quantity=quantity, now=now,
+                                  context=context)
     rule = eligible.rule
     currency = to_price.currency
-    tax_rate = tax_rate_for(country=customer.country, on=now.astimezone(ZoneInfo(customer.timezone)).date())
+    tax_rate, balance = context.tax_rate, context.balance
     tax = (proration.Tax(rate=tax_rate.rate, inclusive=to_price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
            if tax_rate else None)
-    balance = customer_balance(customer=customer, currency=currency)
     current = _item(subscription.price, subscription.quantity, subscription.discount_percent)
     target = _item(to_price, quantity, subscription.discount_percent)
     tz = ZoneInfo(customer.timezone)
@@ -205,30 +230,37 @@ def quote_create(
     next_subtotal = proration.period_amount(target, currency)
     next_tax = proration.tax_amount(next_subtotal, tax, currency)
     next_total = next_subtotal if (tax and tax.inclusive) else next_subtotal + next_tax
+    return Quote(
+        customer=customer, subscription=subscription, subscription_version=subscription.version,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+        created_at=now, expires_at=now + settings.QUOTE_TTL,
+        from_price=subscription.price, from_quantity=subscription.quantity, to_price=to_price,
+        to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
+        credit_mode=rule.credit, charge_mode=rule.charge, requires_approval=rule.requires_approval,
+        effective_at=effective_at, currency=currency, lines=lines,
+        subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
+        tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
+        balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
+        balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
+        next_period_amount=next_total, next_period_tax=next_tax, supersedes=eligible.supersedes,
+    )
+
+
+def quote_create(
+    *,
+    subscription: Subscription,
+    to_price: Price,
+    quantity: int,
+    now: datetime,
+    actor: AbstractBaseUser | None,
+) -> Quote:
+    """Price a change (`quote_price`) and store it as a quote that expires after QUOTE_TTL."""
+    quote = quote_price(subscription=subscription, to_price=to_price, quantity=quantity, now=now, actor=actor)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A quote is an offer, not money moved: losing the last few to a crash only means asking
             # again, so its commit need not wait for the WAL flush.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
-        return Quote.objects.create(
-            customer=customer, subscription=subscription, subscription_version=subscription.version,
-            created_by=actor if actor is not None and actor.is_authenticated else None,
-            created_at=now, expires_at=now + settings.QUOTE_TTL,
-            from_price=subscription.price, from_quantity=subscription.quantity, to_price=to_price,
-            to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
-            credit_mode=rule.credit, charge_mode=rule.charge, requires_approval=rule.requires_approval,
-            effective_at=effective_at, currency=currency, lines=lines,
-            subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
-            tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
-            balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
-            balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
-            next_period_amount=next_total, next_period_tax=next_tax, supersedes=eligible.supersedes,
-        )
-
-
-def quote_amounts_json(quote: Quote) -> dict[str, str]:
-    """The quote's amounts as strings with exactly the currency's minor-unit digits."""
-    fields = ("subtotal", "tax", "total", "balance_before", "balance_applied", "amount_due", "balance_after",
-              "next_period_amount", "next_period_tax")
-    return {name: format_amount(getattr(quote, name), quote.currency) for name in fields}
+        quote.save(force_insert=True)
+    return quote

@@ -225,3 +225,18 @@ def test_quote_instant_is_a_whole_second():
     q = quote(s, s.pro_month, 5, now=MID_JANUARY + timedelta(microseconds=654_321))
     assert q.created_at == MID_JANUARY and q.effective_at == MID_JANUARY
     assert q.lines[0]["remaining"] == "1339200" and "(1339200 of 2678400 seconds)" in q.lines[0]["description"]
+
+
+def test_pricing_without_storing_gives_the_stored_quotes_amounts():
+    from billing.models import Quote
+    from billing.services.quotes import pricing_context, quote_price
+
+    s = subscription_setup()
+    context = pricing_context(subscription=s.subscription, now=MID_JANUARY)
+    draft = quote_price(subscription=s.subscription, to_price=s.pro_month, quantity=5, now=MID_JANUARY,
+                        context=context)
+    assert draft.pk is None and not Quote.objects.exists()
+    stored = quote(s, s.pro_month, 5)
+    fields = ["lines", "subtotal", "tax", "total", "amount_due", "balance_after", "next_period_amount",
+              "effective_at", "new_period_end", "direction", "timing"]
+    assert [getattr(draft, f) for f in fields] == [getattr(stored, f) for f in fields]
