@@ -339,16 +339,19 @@ def prorate(change: Change) -> Result:
 
     interval_changed = change.current.interval != change.target.interval
     if interval_changed:
+        # PRORATION.md: the anchor resets and the full new period is charged ("full" and "prorated" alike);
+        # a rule's charge mode "none" charges nothing now.
         new_start = change_local
         new_end = add_interval(change_local, change.target.interval, tz)
-        lines.append(Line(
-            "charge",
-            _describe("New billing period for", change.target,
-                      range_label(new_start, new_end, change.granularity),
-                      INTERVAL_ADJECTIVE[change.target.interval]),
-            item_amount(change.target, currency),
-            change.target.name, change.target.quantity, new_start, new_end, 1, 1, unit, "full",
-        ))
+        if change.charge != "none":
+            lines.append(Line(
+                "charge",
+                _describe("New billing period for", change.target,
+                          range_label(new_start, new_end, change.granularity),
+                          INTERVAL_ADJECTIVE[change.target.interval]),
+                item_amount(change.target, currency),
+                change.target.name, change.target.quantity, new_start, new_end, 1, 1, unit, "full",
+            ))
     else:
         new_start, new_end = period_start, period_end
         if change.charge != "none":
@@ -391,6 +394,9 @@ def _decimal(value: Any, path: str) -> Decimal:
         raise ProrationInputError(path, f"{value!r} is not a decimal number") from None
     if not result.is_finite():
         raise ProrationInputError(path, "must be a finite number")
+    sign, digits, exponent = result.as_tuple()
+    if len(digits) > 30 or not -18 <= exponent <= 30:
+        raise ProrationInputError(path, "has too many digits (at most 30, and at most 18 after the point)")
     return result
 
 

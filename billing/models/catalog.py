@@ -82,7 +82,11 @@ class Price(models.Model):
     min_quantity = models.PositiveIntegerField(default=1, help_text="Fewest seats this price allows.")
     max_quantity = models.PositiveIntegerField(null=True, blank=True, help_text="Most seats; empty for no limit.")
     tax_behavior = models.CharField(max_length=10, choices=TaxBehavior.choices, default=TaxBehavior.EXCLUSIVE)
-    is_active = models.BooleanField(default=True, help_text="Inactive prices cannot be changed to; subscribers keep them.")
+    is_active = models.BooleanField(
+        default=True,
+        help_text="Inactive prices cannot be changed to; subscribers keep them. Once a price is in use its amount, "
+                  "currency, interval and pricing are frozen: to charge a new amount, deactivate it and add a new price.",
+    )
 
     class Meta:
         ordering = ["plan__product_id", "plan__rank", "currency", "interval"]
@@ -103,7 +107,7 @@ class Price(models.Model):
         return f"{self.plan} · {self.unit_amount.normalize():f} {self.currency}{per} / {self.interval}"
 
     def clean(self) -> None:
-        if self.pricing == self.Pricing.FLAT and (self.min_quantity != 1 or self.max_quantity not in (1, None)):
+        if self.pricing == self.Pricing.FLAT and (self.min_quantity != 1 or self.max_quantity != 1):
             raise ValidationError("A flat price is for exactly one unit: minimum and maximum seats must be 1.")
 
 
@@ -116,6 +120,11 @@ class Feature(models.Model):
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     unit = models.CharField(max_length=30, blank=True, help_text="For limits, e.g. 'GB' or 'calls / month'.")
+    limit_from_quantity = models.BooleanField(
+        default=False,
+        help_text="For per-seat prices the limit is the number of seats bought, capped by the plan's value "
+                  "(use it for the seats feature).",
+    )
     description = models.TextField(blank=True)
     sort_order = models.PositiveIntegerField(default=0)
 
@@ -185,7 +194,8 @@ class ChangeRule(models.Model):
                                       help_text="Shown to the customer when the rule refuses the change.")
     timing = models.CharField(max_length=12, choices=Timing.choices, default=Timing.NOW)
     charge = models.CharField(max_length=10, choices=Mode.choices, default=Mode.PRORATED,
-                              help_text="How the new plan is charged for the rest of the period.")
+                              help_text="How the new plan is charged for the rest of the period. A change of "
+                                        "billing interval always charges the full new period (PRORATION.md).")
     credit = models.CharField(max_length=10, choices=Mode.choices, default=Mode.PRORATED,
                               help_text="How unused time on the old plan is credited.")
     requires_approval = models.BooleanField(default=False)

@@ -138,6 +138,9 @@ class PlanChange(models.Model):
     payment_method = models.ForeignKey("billing.PaymentMethod", null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="+")
     payment_gateway = models.CharField(max_length=20, blank=True)
+    payment_method_reference = models.CharField(
+        max_length=100, blank=True, help_text="The saved method charged, as it was when the change was accepted."
+    )
     payment_reference = models.CharField(max_length=100, blank=True)
     next_action_url = models.URLField(blank=True, max_length=500)
     failure_code = models.CharField(max_length=50, blank=True)
@@ -176,6 +179,7 @@ class BalanceEntry(models.Model):
     class Kind(models.TextChoices):
         CHANGE_CREDIT = "change_credit", "Credit from an immediate downgrade"
         APPLIED_TO_CHANGE = "applied_to_change", "Applied to a plan change"
+        PAYMENT_CREDIT = "payment_credit", "Payment received for a change that was not applied"
         ADJUSTMENT = "adjustment", "Staff adjustment"
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balance_entries")
@@ -241,6 +245,7 @@ class LocalPayment(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         DECLINED = "declined", "Declined"
         REQUIRES_ACTION = "requires_action", "Requires authentication"
+        CANCELED = "canceled", "Canceled"
 
     reference = models.CharField(max_length=40, unique=True)
     idempotency_key = models.CharField(max_length=255, unique=True)

@@ -8,7 +8,7 @@ from django.db import connection
 
 from billing.money import Money
 
-PaymentStatus = Literal["succeeded", "declined", "requires_action"]
+PaymentStatus = Literal["succeeded", "declined", "requires_action", "canceled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,13 @@ class PaymentGateway(Protocol):
 
     def retrieve(self, *, reference: str) -> PaymentResult:
         """The payment's current state (after the customer authenticated, say)."""
+
+    def find(self, *, idempotency_key: str) -> PaymentResult | None:
+        """The payment made with this key, or None if the gateway never took one (reconciling a timeout)."""
+
+    def cancel(self, *, reference: str) -> PaymentResult:
+        """Cancel a payment still waiting for the customer. Returns its final state: canceled, or
+        succeeded if the customer authenticated first."""
 
 
 def assert_outside_transaction() -> None:

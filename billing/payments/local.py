@@ -59,6 +59,21 @@ class LocalGateway:
     def retrieve(self, *, reference: str) -> PaymentResult:
         return self._result(LocalPayment.objects.get(reference=reference))
 
+    def find(self, *, idempotency_key: str) -> PaymentResult | None:
+        payment = LocalPayment.objects.filter(idempotency_key=idempotency_key).first()
+        return self._result(payment) if payment is not None else None
+
+    def cancel(self, *, reference: str) -> PaymentResult:
+        assert_outside_transaction()
+        with transaction.atomic():
+            payment = LocalPayment.objects.select_for_update().get(reference=reference)
+            if payment.status == LocalPayment.Status.REQUIRES_ACTION:
+                payment.status = LocalPayment.Status.CANCELED
+                payment.failure_code = "canceled"
+                payment.failure_message = "The payment was canceled."
+                payment.save()
+        return self._result(payment)
+
     @staticmethod
     def _outcome(payment_method: str) -> tuple[str, str, str]:
         if payment_method in SUCCEEDS:
@@ -81,7 +96,7 @@ class LocalGateway:
 
 
 def local_payment_authenticate(*, reference: str, approve: bool) -> LocalPayment:
-    """The customer's answer on the gateway's authentication page."""
+    """The customer's answer on the gateway's authentication page. A canceled payment stays canceled."""
     with transaction.atomic():
         payment = LocalPayment.objects.select_for_update().get(reference=reference)
         if payment.status == LocalPayment.Status.REQUIRES_ACTION:

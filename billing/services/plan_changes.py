@@ -27,8 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 def _lock(customer_id: int, subscription_id: int, plan_change_id: int | None = None):
+    """Lock customer → subscription → plan change. `of=("self",)`: never the joined catalog rows,
+    which every customer shares (locking them would serialise and deadlock unrelated customers)."""
     customer = Customer.objects.select_for_update().get(pk=customer_id)
-    subscription = Subscription.objects.select_for_update().select_related("price__plan").get(pk=subscription_id)
+    subscription = (Subscription.objects.select_for_update(of=("self",)).select_related("price__plan")
+                    .get(pk=subscription_id))
     plan_change = None
     if plan_change_id is not None:
         plan_change = PlanChange.objects.select_for_update().get(pk=plan_change_id)
@@ -63,7 +66,7 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
     quote = Quote.objects.get(pk=quote_id)
     with transaction.atomic():
         customer, subscription, _ = _lock(quote.customer_id, quote.subscription_id)
-        quote = Quote.objects.select_for_update().select_related("to_price__plan").get(pk=quote_id)
+        quote = Quote.objects.select_for_update(of=("self",)).select_related("to_price__plan").get(pk=quote_id)
         existing = quote.plan_changes.filter(status__in=PlanChange.LIVE).first()
         if existing is not None:
             if existing.status == PlanChange.Status.PENDING:
@@ -109,6 +112,7 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                     balance_applied=quote.balance_applied, amount_due=quote.amount_due,
                     balance_after=quote.balance_after, payment_method=payment_method,
                     payment_gateway=payment_method.gateway if payment_method else "",
+                    payment_method_reference=payment_method.reference if payment_method else "",
                     reason_code=f"customer_{quote.direction}",
                     created_by=actor if actor is not None and actor.is_authenticated else None,
                     created_at=now,
@@ -137,7 +141,7 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
     gateway = get_gateway(plan_change.payment_gateway)
     try:
         result = gateway.charge(
-            payment_method=plan_change.payment_method.reference,
+            payment_method=plan_change.payment_method_reference,
             amount=Money(plan_change.amount_due, plan_change.currency),
             idempotency_key=plan_change.payment_idempotency_key,
             description=f"Crossgrade plan change {plan_change.pk}",
@@ -147,7 +151,8 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
         logger.warning("payment for plan change %s has an unknown outcome: %s", plan_change.pk, exc)
         raise ChangeConflict(
             "payment_unavailable",
-            "We could not reach the payment provider. Nothing was applied; retry, and you will not be charged twice.",
+            "We could not reach the payment provider, so the change is not applied yet. Retrying is safe: "
+            "you will never be charged twice.",
             status=503, plan_change=plan_change.pk,
         ) from None
     return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
@@ -171,11 +176,15 @@ def plan_change_record_payment(*, plan_change_id: int, result: PaymentResult, no
     with transaction.atomic():
         customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
         if change.status not in PlanChange.IN_FLIGHT:
-            return change  # another request or worker already recorded it
+            if result.status == "succeeded" and change.status in (PlanChange.Status.CANCELLED,
+                                                                  PlanChange.Status.FAILED):
+                _credit_payment_for_closed_change(change=change, customer=customer, reference=result.reference,
+                                                  actor=actor, now=now)
+            return change  # otherwise another request or worker already recorded it
         change.payment_reference = result.reference
         if result.status == "succeeded":
             _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
-        elif result.status == "declined":
+        elif result.status in ("declined", "canceled"):
             change.status = PlanChange.Status.FAILED
             change.failure_code = result.failure_code or "payment_declined"
             change.failure_message = result.failure_message or "The payment was declined."
@@ -192,6 +201,22 @@ def plan_change_record_payment(*, plan_change_id: int, result: PaymentResult, no
             change.failure_message = result.failure_message
             change.save()
     return change
+
+
+def _credit_payment_for_closed_change(*, change: PlanChange, customer: Customer, reference: str,
+                                     actor: AbstractBaseUser | None, now: datetime) -> None:
+    """Money arrived for a change that will not be applied: hold it for the customer, once, and say so."""
+    kind = BalanceEntry.Kind.PAYMENT_CREDIT
+    if BalanceEntry.objects.filter(plan_change=change, kind=kind).exists():
+        return
+    BalanceEntry.objects.create(
+        customer=customer, currency=change.currency, amount=change.amount_due, kind=kind, plan_change=change,
+        created_at=now, description=f"Payment {reference} for plan change {change.pk}, which was not applied",
+    )
+    audit_event_record(actor=actor, action="plan_change.payment_credited", target=change, now=now,
+                       customer=customer, reason_code="payment_after_close", after=_change_snapshot(change),
+                       message=f"{format_amount(change.amount_due, change.currency)} {change.currency} held as "
+                               "customer balance")
 
 
 def _supersede_scheduled(*, subscription: Subscription, keep: PlanChange | None,
@@ -252,10 +277,23 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
 
 def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | None, now: datetime,
                        reason_code: str = "customer_cancelled") -> PlanChange:
-    """Cancel a scheduled change, or a change still waiting for the customer's authentication."""
+    """Cancel a scheduled change, or one waiting for the customer's authentication or for an unknown
+    payment outcome. A payment the gateway already took is never left behind: the change applies instead."""
+    if plan_change.status in PlanChange.IN_FLIGHT:
+        gateway = get_gateway(plan_change.payment_gateway)
+        if plan_change.status == PlanChange.Status.REQUIRES_ACTION:
+            result = gateway.cancel(reference=plan_change.payment_reference)
+        else:
+            result = gateway.find(idempotency_key=plan_change.payment_idempotency_key)
+        if result is not None and result.status == "succeeded":
+            change = plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
+            raise ChangeConflict("not_cancellable", "The payment was already confirmed, so the change has been "
+                                 "applied.", plan_change=change.pk)
+        if result is not None and result.status == "requires_action":
+            raise ChangeConflict("not_cancellable", "The payment could not be cancelled; try again in a moment.")
     with transaction.atomic():
         customer, subscription, change = _lock(plan_change.customer_id, plan_change.subscription_id, plan_change.pk)
-        if change.status not in (PlanChange.Status.SCHEDULED, PlanChange.Status.REQUIRES_ACTION):
+        if change.status not in (PlanChange.Status.SCHEDULED, *PlanChange.IN_FLIGHT):
             raise ChangeConflict(
                 "not_cancellable",
                 f"This change is {change.get_status_display().lower()} and can no longer be cancelled.",
@@ -271,6 +309,16 @@ def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | Non
     return change
 
 
+def _fail_scheduled(*, change: PlanChange, customer: Customer, code: str, message: str, now: datetime) -> None:
+    change.status = PlanChange.Status.FAILED
+    change.failure_code = code
+    change.failure_message = message
+    change.closed_at = now
+    change.save()
+    audit_event_record(actor=None, action="plan_change.failed", target=change, now=now, customer=customer,
+                       reason_code=code, after=_change_snapshot(change), message=message)
+
+
 def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
     """Apply one due scheduled change exactly once. Returns whether this call applied it."""
     change = PlanChange.objects.get(pk=plan_change_id)
@@ -280,6 +328,17 @@ def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
             return False
         if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
             return False  # wait until the customer's in-flight payment settles; the next sweep retries
+        to_product_id = change.to_price.plan.product_id
+        if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
+            _fail_scheduled(change=change, customer=customer, code="subscription_not_active",
+                            message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
+            return False
+        if to_product_id != subscription.product_id and Subscription.objects.filter(
+            customer=customer, product_id=to_product_id
+        ).exclude(status=Subscription.Status.CANCELLED).exists():
+            _fail_scheduled(change=change, customer=customer, code="already_subscribed",
+                            message="The customer already subscribes to the target product.", now=now)
+            return False
         start = change.effective_at
         change.new_period_start = start
         change.new_period_end = proration.add_interval(start, change.to_price.interval, ZoneInfo(customer.timezone))
@@ -293,33 +352,66 @@ def plan_changes_apply_due(*, now: datetime) -> int:
 
     applied = 0
     for change_id in list(plan_changes_due(now=now).values_list("pk", flat=True)):
-        if plan_change_apply_scheduled(plan_change_id=change_id, now=now):
-            applied += 1
+        try:
+            if plan_change_apply_scheduled(plan_change_id=change_id, now=now):
+                applied += 1
+        except Exception:  # one bad change must not stop the others; it stays scheduled and is retried
+            logger.exception("applying scheduled plan change %s failed", change_id)
     return applied
 
 
 def plan_changes_reconcile(*, now: datetime) -> dict[str, int]:
-    """Settle changes whose payment outcome we missed (crash, timeout) or that wait too long for the customer."""
-    counts = {"applied": 0, "failed": 0, "cancelled": 0, "waiting": 0}
+    """Settle changes whose payment outcome we missed (crash, timeout) or that wait too long for the customer.
+
+    A pending change is looked up at the gateway by its idempotency key: found → recorded as it stands;
+    never taken → the change fails and nothing is charged (the customer is not charged behind their back).
+    """
+    counts = {"applied": 0, "failed": 0, "cancelled": 0, "waiting": 0, "errors": 0}
     stale = PlanChange.objects.filter(
         status=PlanChange.Status.PENDING, created_at__lte=now - settings.PAYMENT_RECONCILE_AFTER
     )
     waiting = PlanChange.objects.filter(status=PlanChange.Status.REQUIRES_ACTION)
-    for change in list(stale) + list(waiting):
+    for change in [*stale, *waiting]:
         try:
-            if (change.status == PlanChange.Status.REQUIRES_ACTION
-                    and change.created_at <= now - settings.PAYMENT_ACTION_TIMEOUT):
-                change = plan_change_refresh_payment(plan_change=change, now=now)
-                if change.status == PlanChange.Status.REQUIRES_ACTION:
-                    plan_change_cancel(plan_change=change, actor=None, now=now, reason_code="authentication_timeout")
-                    counts["cancelled"] += 1
-                    continue
-            else:
-                change = plan_change_refresh_payment(plan_change=change, now=now)
-        except ChangeConflict as exc:
-            logger.warning("reconciling plan change %s: %s", change.pk, exc.detail)
-            counts["waiting"] += 1
+            change = _reconcile_one(change=change, now=now)
+        except Exception:  # one bad change must not stop the others
+            logger.exception("reconciling plan change %s failed", change.pk)
+            counts["errors"] += 1
             continue
-        key = {"applied": "applied", "failed": "failed"}.get(change.status, "waiting")
+        key = {"applied": "applied", "failed": "failed", "cancelled": "cancelled"}.get(change.status, "waiting")
         counts[key] += 1
     return counts
+
+
+def _reconcile_one(*, change: PlanChange, now: datetime) -> PlanChange:
+    gateway = get_gateway(change.payment_gateway)
+    if change.status == PlanChange.Status.PENDING:
+        result = gateway.find(idempotency_key=change.payment_idempotency_key)
+        if result is None:
+            return _fail_pending(change_id=change.pk, now=now)
+        return plan_change_record_payment(plan_change_id=change.pk, result=result, now=now)
+    change = plan_change_refresh_payment(plan_change=change, now=now)
+    if change.status == PlanChange.Status.REQUIRES_ACTION and change.created_at <= now - settings.PAYMENT_ACTION_TIMEOUT:
+        try:
+            change = plan_change_cancel(plan_change=change, actor=None, now=now, reason_code="authentication_timeout")
+        except ChangeConflict:
+            change.refresh_from_db()
+    return change
+
+
+def _fail_pending(*, change_id: int, now: datetime) -> PlanChange:
+    change = PlanChange.objects.get(pk=change_id)
+    with transaction.atomic():
+        customer, _, change = _lock(change.customer_id, change.subscription_id, change.pk)
+        if change.status != PlanChange.Status.PENDING:
+            return change
+        change.status = PlanChange.Status.FAILED
+        change.failure_code = "payment_not_taken"
+        change.failure_message = "The payment provider never received the payment; nothing was charged."
+        change.closed_at = now
+        change.save()
+        Quote.objects.filter(pk=change.quote_id).update(status=Quote.Status.OPEN)
+        audit_event_record(actor=None, action="plan_change.failed", target=change, now=now, customer=customer,
+                           reason_code=change.failure_code, after=_change_snapshot(change),
+                           message=change.failure_message)
+    return change

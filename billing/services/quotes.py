@@ -120,6 +120,16 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
             "currency_unavailable",
             f"Your subscription is billed in {from_price.currency}; this price is in {to_price.currency}.",
         )
+    if to_price.tax_behavior != from_price.tax_behavior:
+        # A credit priced tax-exclusive cannot be netted against a tax-inclusive charge on one document.
+        raise ChangeRefused(
+            "tax_basis_mismatch",
+            f"{plan} is priced {to_price.get_tax_behavior_display().lower()}, your current plan is not; "
+            "contact support to make this change.",
+        )
+    if to_price.pricing == Price.Pricing.FLAT and quantity != 1:
+        raise ChangeRefused("quantity_out_of_range", f"{plan} is a flat price for one unit; you asked for {quantity}.",
+                            min_quantity=1, max_quantity=1)
     if quantity < to_price.min_quantity or (to_price.max_quantity is not None and quantity > to_price.max_quantity):
         bounds = (f"{to_price.min_quantity} to {to_price.max_quantity}" if to_price.max_quantity is not None
                   else f"at least {to_price.min_quantity}")
@@ -136,9 +146,13 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         )
     if to_price.pk == from_price.pk and quantity == subscription.quantity:
         raise ChangeRefused("no_change", f"You are already on {plan} with {quantity} × this price.")
-    if plan.product_id != subscription.product_id and Subscription.objects.filter(
-        customer_id=subscription.customer_id, product_id=plan.product_id
-    ).exclude(status=Subscription.Status.CANCELLED).exists():
+    if plan.product_id != subscription.product_id and (
+        Subscription.objects.filter(customer_id=subscription.customer_id, product_id=plan.product_id)
+        .exclude(status=Subscription.Status.CANCELLED).exists()
+        or PlanChange.objects.filter(customer_id=subscription.customer_id, status=PlanChange.Status.SCHEDULED,
+                                     to_price__plan__product_id=plan.product_id)
+        .exclude(subscription=subscription).exists()
+    ):
         raise ChangeRefused(
             "already_subscribed", f"You already subscribe to {plan.product}; change that subscription instead."
         )
@@ -210,16 +224,22 @@ def quote_price(
     current = _item(subscription.price, subscription.quantity, subscription.discount_percent)
     target = _item(to_price, quantity, subscription.discount_percent)
     tz = ZoneInfo(customer.timezone)
+    credit_mode, charge_mode = rule.credit, rule.charge
+    if subscription.status == Subscription.Status.TRIALING:
+        # Trial time was never paid for: nothing to credit, nothing to charge; the trial goes on on the new plan.
+        credit_mode = charge_mode = "none"
 
     if rule.timing == Timing.NOW:
         result = proration.prorate(proration.Change(
             currency=currency, timezone=customer.timezone, granularity=customer.granularity,
             period_start=subscription.current_period_start, period_end=subscription.current_period_end,
             change_at=now, current=current, target=target, tax=tax, customer_balance=balance,
-            credit=rule.credit, charge=rule.charge,
+            credit=credit_mode, charge=charge_mode,
         ))
         lines, totals = [_line_json(line) for line in result.lines], result.totals
         effective_at, new_start, new_end = now, result.period_start, result.period_end
+        if subscription.status == Subscription.Status.TRIALING:
+            new_start, new_end = subscription.current_period_start, subscription.current_period_end  # trial end stays
     else:
         # "At period end" is not prorated at all: nothing is due now.
         zero = Decimal(0).scaleb(-minor_unit(currency))
@@ -236,7 +256,7 @@ def quote_price(
         created_at=now, expires_at=now + settings.QUOTE_TTL,
         from_price=subscription.price, from_quantity=subscription.quantity, to_price=to_price,
         to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
-        credit_mode=rule.credit, charge_mode=rule.charge, requires_approval=rule.requires_approval,
+        credit_mode=credit_mode, charge_mode=charge_mode, requires_approval=rule.requires_approval,
         effective_at=effective_at, currency=currency, lines=lines,
         subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
         tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,

@@ -151,3 +151,25 @@ def _another_customer():
     return Setup(customer, owner, owner, owner, first.product, plans["basic"], plans["pro"], plans["business"],
                  prices[("basic", "month")], prices[("pro", "month")], prices[("business", "month")],
                  prices[("pro", "year")], sub, None, None)
+
+
+def test_customers_crossing_prices_in_opposite_directions_do_not_deadlock():
+    """Locks cover our own rows only, never the shared catalog rows joined to them."""
+    from billing.models import ChangeRule
+
+    first = subscription_setup()
+    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
+    now = timezone.now()
+    customers = []
+    for index in range(10):
+        s = first if index == 0 else _another_customer()
+        price = s.basic_month if index % 2 == 0 else s.pro_month
+        Subscription.objects.filter(pk=s.subscription.pk).update(
+            price=price, current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+        s.subscription.refresh_from_db()
+        target = s.pro_month if index % 2 == 0 else s.basic_month
+        customers.append((s, quote_create(subscription=s.subscription, to_price=target, quantity=5, now=now,
+                                          actor=s.owner)))
+    results = run_in_threads(len(customers), lambda i: quote_accept(quote=customers[i][1], actor=customers[i][0].owner,
+                                                                     now=now).status)
+    assert results == ["applied"] * len(customers), results

@@ -306,3 +306,114 @@ def test_immediate_downgrade_credits_the_balance_which_pays_the_next_upgrade():
     assert (up.balance_applied, up.amount_due) == (Decimal("61.42"), Decimal("0.00"))
     assert up.status == "applied" and LocalPayment.objects.count() == 0
     assert sum(BalanceEntry.objects.values_list("amount", flat=True)) == 0
+
+
+def test_cancelling_a_change_waiting_for_authentication_cancels_the_payment_too():
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    before = state(s)
+    q = make_quote(s)
+    change = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)
+    payment = LocalPayment.objects.get()
+    assert payment.status == "canceled"
+    # The customer approves on the bank page afterwards: nothing happens.
+    assert local_payment_authenticate(reference=payment.reference, approve=True).status == "canceled"
+    assert plan_change_refresh_payment(plan_change=PlanChange.objects.get(pk=change.pk),
+                                       now=MID_JANUARY).status == "cancelled"
+    assert state(s) == before
+    # The quote can be accepted again; there is still only the one new payment in the end.
+    PaymentMethod.objects.filter(customer=s.customer).update(reference="pm_card_visa")
+    again = quote_accept(quote=Quote.objects.get(pk=q.pk), actor=s.owner, now=MID_JANUARY)
+    assert again.status == "applied"
+    assert list(LocalPayment.objects.values_list("status", flat=True).order_by("pk")) == ["canceled", "succeeded"]
+
+
+def test_cancel_loses_the_race_to_authentication_and_the_change_applies():
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    change = quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    local_payment_authenticate(reference=change.payment_reference, approve=True)
+    with pytest.raises(BillingError) as info:
+        plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "not_cancellable"
+    assert PlanChange.objects.get(pk=change.pk).status == "applied"
+    assert LocalPayment.objects.get().status == "succeeded"
+
+
+def test_a_payment_arriving_for_a_closed_change_is_credited_once():
+    from billing.payments import PaymentResult
+    from billing.services.plan_changes import plan_change_record_payment
+
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    change = quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    PlanChange.objects.filter(pk=change.pk).update(status="cancelled")
+    paid = PaymentResult(status="succeeded", reference=change.payment_reference)
+    for _ in range(2):
+        plan_change_record_payment(plan_change_id=change.pk, result=paid, now=MID_JANUARY)
+    entry = BalanceEntry.objects.get()
+    assert (entry.kind, entry.amount) == ("payment_credit", change.amount_due)
+    assert AuditEvent.objects.filter(action="plan_change.payment_credited").count() == 1
+
+
+class UnreachableGateway(LocalGateway):
+    """The request never reached the provider."""
+
+    def charge(self, **kwargs):
+        raise GatewayUnavailable("connect timeout")
+
+
+def test_reconciler_fails_a_pending_change_the_gateway_never_took(monkeypatch, settings):
+    s = subscription_setup()
+    monkeypatch.setattr("billing.services.plan_changes.get_gateway", lambda name=None: UnreachableGateway())
+    before = state(s)
+    with pytest.raises(BillingError):
+        quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    # The card is even removed meanwhile: the change kept its own copy of the reference.
+    PaymentMethod.objects.all().delete()
+    counts = plan_changes_reconcile(now=MID_JANUARY + settings.PAYMENT_RECONCILE_AFTER)
+    assert counts["failed"] == 1 and counts["errors"] == 0
+    change = PlanChange.objects.get()
+    assert change.status == "failed" and change.failure_code == "payment_not_taken"
+    assert state(s) == before and not LocalPayment.objects.exists()
+
+
+def test_one_broken_change_does_not_stop_the_reconciler(monkeypatch, settings):
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    broken = quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
+    PlanChange.objects.filter(pk=broken.pk).update(payment_reference="pi_local_missing")
+    other = subscription_setup_for_another_customer(s)
+    PaymentMethod.objects.filter(customer=other.customer).update(reference="pm_card_authenticationRequired")
+    waiting = quote_accept(quote=make_quote(other), actor=other.owner, now=MID_JANUARY)
+    assert waiting.status == "requires_action"
+    local_payment_authenticate(reference=waiting.payment_reference, approve=True)
+    counts = plan_changes_reconcile(now=MID_JANUARY + timedelta(minutes=5))
+    assert counts["errors"] == 1 and counts["applied"] == 1
+    assert PlanChange.objects.get(pk=waiting.pk).status == "applied"
+
+
+def test_sweep_fails_a_change_for_a_cancelled_subscription_and_goes_on():
+    s = subscription_setup()
+    s.subscription.price = s.pro_month
+    s.subscription.save()
+    doomed = quote_accept(quote=make_quote(s, s.basic_month, 5), actor=s.owner, now=MID_JANUARY)
+    other = subscription_setup_for_another_customer(s)
+    Subscription.objects.filter(pk=other.subscription.pk).update(price=s.pro_month)
+    fine = quote_accept(quote=make_quote(other, s.basic_month, 5), actor=other.owner, now=MID_JANUARY)
+    Subscription.objects.filter(pk=s.subscription.pk).update(status="cancelled")
+    assert plan_changes_apply_due(now=PERIOD_END) == 1
+    doomed.refresh_from_db()
+    assert doomed.status == "failed" and doomed.failure_code == "subscription_not_active"
+    assert PlanChange.objects.get(pk=fine.pk).status == "applied"
+
+
+def subscription_setup_for_another_customer(s):
+    """A second customer on the same catalog (Basic × 5 monthly, same period)."""
+    from billing.tests.factories import CustomerFactory, MembershipFactory, PaymentMethodFactory, Setup
+
+    customer = CustomerFactory()
+    owner = MembershipFactory(customer=customer, role="owner").user
+    PaymentMethodFactory(customer=customer)
+    sub = Subscription.objects.create(customer=customer, product=s.product, price=s.basic_month, quantity=5,
+                                      current_period_start=s.subscription.current_period_start,
+                                      current_period_end=s.subscription.current_period_end)
+    return Setup(customer, owner, owner, owner, s.product, s.basic, s.pro, s.business, s.basic_month, s.pro_month,
+                 s.business_month, s.pro_year, sub, s.feature_sso, s.feature_storage)

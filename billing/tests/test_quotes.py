@@ -81,10 +81,12 @@ def test_balance_is_applied_before_charging():
         Decimal("20.00"), Decimal("20.00"), Decimal("41.42"), Decimal("0.00"))
 
 
-def test_tax_inclusive_price_and_no_tax_country():
+def test_tax_inclusive_prices_and_no_tax_country():
     s = subscription_setup()
-    Price.objects.filter(pk=s.pro_month.pk).update(tax_behavior="inclusive")
+    Price.objects.filter(plan__product=s.product).update(tax_behavior="inclusive")
     s.pro_month.refresh_from_db()
+    s.business_month.refresh_from_db()
+    s.subscription.price.refresh_from_db()
     q = quote(s, s.pro_month, 5)
     assert q.tax_inclusive and q.total == q.subtotal == Decimal("51.61")
     assert q.tax == Decimal("8.24")  # R(51.61 × 0.19 / 1.19)
@@ -92,6 +94,56 @@ def test_tax_inclusive_price_and_no_tax_country():
     s.customer.save()
     q = quote(s, s.business_month, 5)
     assert q.tax == 0 and q.tax_rate is None
+
+
+def test_refuses_a_change_between_tax_exclusive_and_tax_inclusive_prices():
+    s = subscription_setup()
+    Price.objects.filter(pk=s.pro_month.pk).update(tax_behavior="inclusive")
+    s.pro_month.refresh_from_db()
+    assert refused(s, s.pro_month, 5).code == "tax_basis_mismatch"
+
+
+def test_flat_price_is_for_exactly_one_unit():
+    s = subscription_setup()
+    flat = PriceFactory(plan=s.pro, interval="quarter", pricing="flat", min_quantity=1, max_quantity=None,
+                        unit_amount=Decimal("100.00"))
+    error = refused(s, flat, 7)
+    assert error.code == "quantity_out_of_range" and "flat price for one unit" in error.detail
+
+
+def test_trial_changes_are_neither_credited_nor_charged_and_keep_the_trial_end():
+    s = subscription_setup()
+    Subscription.objects.filter(pk=s.subscription.pk).update(status="trialing")
+    s.subscription.refresh_from_db()
+    q = quote(s, s.pro_month, 5)
+    assert q.lines == [] and q.amount_due == 0 and q.timing == "now"
+    q = quote(s, s.pro_year, 5)
+    assert q.lines == [] and q.amount_due == 0
+    assert (q.new_period_start, q.new_period_end) == (s.subscription.current_period_start, PERIOD_END)
+
+
+def test_crossgrade_refused_while_another_subscription_is_scheduled_to_move_there():
+    from billing.services.plan_changes import quote_accept
+
+    s = subscription_setup()
+    other_product = ProductFactory()
+    target = PriceFactory(plan=PlanFactory(product=other_product, rank=1), unit_amount=Decimal("10.00"))
+    second_product = ProductFactory()
+    second_price = PriceFactory(plan=PlanFactory(product=second_product, rank=1), unit_amount=Decimal("40.00"))
+    second = Subscription.objects.create(customer=s.customer, product=second_product, price=second_price,
+                                         quantity=5, current_period_start=s.subscription.current_period_start,
+                                         current_period_end=PERIOD_END)
+    ChangeRule.objects.filter(name="Cross-grades").update(timing="period_end", charge="none", credit="none")
+    scheduled = quote_create(subscription=second, to_price=target, quantity=5, now=MID_JANUARY, actor=s.owner)
+    assert quote_accept(quote=scheduled, actor=s.owner, now=MID_JANUARY).status == "scheduled"
+    assert refused(s, target, 5).code == "already_subscribed"
+
+
+def test_inactive_rules_never_decide():
+    s = subscription_setup()
+    ChangeRule.objects.create(position=1, name="Inactive refusal", direction="upgrade", allowed=False,
+                              refusal_reason="never shown", is_active=False)
+    assert quote(s, s.pro_month, 5).change_rule.name == "Upgrades"
 
 
 def test_second_granularity_customer():
