@@ -25,6 +25,7 @@ import os
 import random
 import re
 import resource
+import secrets
 import shutil
 import socket
 import statistics
@@ -413,7 +414,8 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="crossgrade-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_DEBUG", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(DATABASE_URL=database_url, CROSSGRADE_VAR_DIR=str(scratch / "var"), PYTHONUNBUFFERED="1",
-               API_RATE_LIMIT="1000000/minute")  # the benchmark's one user must not hit the rate limit
+               API_RATE_LIMIT="1000000/minute",  # the benchmark's one user must not hit the rate limit
+               SECRET_KEY=secrets.token_urlsafe(50))
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     logfile = scratch / "gunicorn.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
@@ -25,6 +26,7 @@ from billing.models import (
     TaxRate,
 )
 from billing.services.plan_changes import plan_change_cancel
+from billing.services.subscriptions import subscription_save_by_staff
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -54,11 +56,27 @@ class ProductAdmin(admin.ModelAdmin):
     inlines = [PlanInline]
 
 
+PRICE_TERMS = ["currency", "interval", "unit_amount", "pricing", "tax_behavior"]
+
+
+def price_in_use(price: Price) -> bool:
+    return (Subscription.objects.filter(price=price).exists() or Quote.objects.filter(to_price=price).exists()
+            or PlanChange.objects.filter(to_price=price).exists())
+
+
 class PriceInline(admin.TabularInline):
+    """Prices are listed here; they are added and edited on their own page, where terms in use are frozen."""
+
     model = Price
     extra = 0
     fields = ["currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity", "tax_behavior",
               "is_active"]
+    readonly_fields = fields
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class PlanFeatureInline(admin.TabularInline):
@@ -82,6 +100,12 @@ class PriceAdmin(admin.ModelAdmin):
                     "tax_behavior", "is_active"]
     list_filter = ["currency", "interval", "pricing", "is_active", "plan__product"]
     list_select_related = ["plan__product"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Customers were charged and credited at these terms: a new amount is a new price.
+        if obj is not None and price_in_use(obj):
+            return ["plan", *PRICE_TERMS]
+        return []
 
 
 @admin.register(Feature)
@@ -147,8 +171,26 @@ class CustomerAdmin(admin.ModelAdmin):
     inlines = [MembershipInline, PaymentMethodInline, SubscriptionInline]
 
 
+class SubscriptionAdminForm(forms.ModelForm):
+    class Meta:
+        model = Subscription
+        fields = ["customer", "product", "price", "quantity", "seats_in_use", "discount_percent", "status",
+                  "current_period_start", "current_period_end"]
+
+    def clean(self):
+        data = super().clean()
+        price, product = data.get("price"), data.get("product")
+        if price and product and price.plan.product_id != product.pk:
+            raise forms.ValidationError(f"{price} belongs to {price.plan.product}, not {product}.")
+        if price and data.get("customer") and price.currency != data["customer"].currency:
+            raise forms.ValidationError(f"The customer is billed in {data['customer'].currency}; "
+                                        f"this price is in {price.currency}.")
+        return data
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
+    form = SubscriptionAdminForm
     list_display = ["customer", "product", "price", "quantity", "status", "current_period_end", "version"]
     list_filter = ["status", "product"]
     list_select_related = ["customer", "product", "price__plan__product"]
@@ -157,11 +199,14 @@ class SubscriptionAdmin(admin.ModelAdmin):
     raw_id_fields = ["customer", "price"]
 
     def get_readonly_fields(self, request, obj=None):
-        # Plan, seats and period change only through quotes and plan changes (audited, paid).
+        # Plan, seats, period and status change only through quotes and plan changes (paid, audited).
         if obj is not None:
             return [*self.readonly_fields, "customer", "product", "price", "quantity", "current_period_start",
-                    "current_period_end", "discount_percent"]
+                    "current_period_end", "discount_percent", "status"]
         return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        subscription_save_by_staff(subscription=obj, actor=request.user, now=timezone.now(), created=not change)
 
 
 @admin.register(Quote)

@@ -94,6 +94,15 @@ def format_amount(amount: Decimal, currency: str) -> str:
     return str(amount.quantize(_quantum(minor_unit(currency)), rounding=ROUND_HALF_UP))
 
 
+def format_unit_amount(amount: Decimal, currency: str) -> str:
+    """A unit price: the currency's minor-unit digits, and more only when the price has them ("9.995").
+
+    Unit prices are never rounded for display: a customer multiplies them by seats to re-derive a charge.
+    """
+    places = max(minor_unit(currency), -amount.normalize().as_tuple().exponent)
+    return str(amount.quantize(_quantum(places)))
+
+
 @dataclass(frozen=True, slots=True)
 class Money:
     amount: Decimal

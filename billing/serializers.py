@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.models import Customer, Plan, PlanChange, Price, Product, Quote, Subscription
-from billing.money import format_amount
+from billing.money import format_amount, format_unit_amount
 from billing.selectors import customer_balances
 
 
@@ -15,8 +15,9 @@ from billing.selectors import customer_balances
 class MoneyField(serializers.Field):
     """An amount as a string with exactly the currency's minor-unit digits."""
 
-    def __init__(self, currency_attr: str = "currency", **kwargs):
+    def __init__(self, currency_attr: str = "currency", unit_price: bool = False, **kwargs):
         self.currency_attr = currency_attr
+        self.unit_price = unit_price
         kwargs["read_only"] = True
         super().__init__(**kwargs)
 
@@ -30,11 +31,11 @@ class MoneyField(serializers.Field):
         currency = instance
         for part in self.currency_attr.split("."):
             currency = getattr(currency, part)
-        return format_amount(value, currency)
+        return (format_unit_amount if self.unit_price else format_amount)(value, currency)
 
 
 class PriceSerializer(serializers.ModelSerializer):
-    unit_amount = MoneyField()
+    unit_amount = MoneyField(unit_price=True)
 
     class Meta:
         model = Price
@@ -74,7 +75,7 @@ class PriceRefSerializer(serializers.Serializer):
     plan = serializers.CharField(source="plan.code")
     plan_name = serializers.CharField(source="plan.__str__")
     interval = serializers.CharField()
-    unit_amount = MoneyField()
+    unit_amount = MoneyField(unit_price=True)
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):
@@ -150,7 +151,7 @@ class QuoteSerializer(serializers.ModelSerializer):
 def _price_ref(price: Price) -> dict:
     plan = price.plan
     return {"price": price.pk, "product": plan.product.code, "plan": plan.code, "plan_name": str(plan),
-            "interval": price.interval, "unit_amount": format_amount(price.unit_amount, price.currency)}
+            "interval": price.interval, "unit_amount": format_unit_amount(price.unit_amount, price.currency)}
 
 
 def quote_json(quote: Quote, *, now) -> dict:

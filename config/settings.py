@@ -17,7 +17,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 env = environ.Env()
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-local-only-key-set-SECRET_KEY-in-production-0123456789")
+INSECURE_LOCAL_SECRET_KEY = "insecure-local-only-key-set-SECRET_KEY-in-production-0123456789"
+# Local runs and tests use the public key above; `check --deploy` and config/wsgi.py refuse it.
+SECRET_KEY = env.str("SECRET_KEY", default=INSECURE_LOCAL_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

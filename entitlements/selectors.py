@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from django.core.cache import cache
 
-from billing.models import Customer, Feature, PlanFeature, Subscription
+from billing.models import Customer, Feature, PlanFeature, Price, Subscription
 
 USABLE_STATUSES = (Subscription.Status.TRIALING, Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE)
 CACHE_SECONDS = 3600
@@ -29,8 +29,13 @@ def _compute(customer_id: int) -> list[Entitlement]:
         .select_related("price__plan__product")
     )
     plan_ids = {s.price.plan_id: f"plan:{s.price.plan.product.code}/{s.price.plan.code}" for s in subscriptions}
+    seats_bought = {s.price.plan_id: s.quantity for s in subscriptions if s.price.pricing == Price.Pricing.PER_SEAT}
     granted: dict[int, list[PlanFeature]] = {}
-    for pf in PlanFeature.objects.filter(plan_id__in=plan_ids, enabled=True):
+    for pf in PlanFeature.objects.filter(plan_id__in=plan_ids, enabled=True).select_related("feature"):
+        if pf.feature.limit_from_quantity and pf.plan_id in seats_bought:
+            # The seats bought, capped by what the plan allows at most.
+            bought = seats_bought[pf.plan_id]
+            pf.limit_value = bought if pf.limit_value is None else min(bought, pf.limit_value)
         granted.setdefault(pf.feature_id, []).append(pf)
     result = []
     for feature in Feature.objects.order_by("sort_order", "code"):

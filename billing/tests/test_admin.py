@@ -70,10 +70,19 @@ def test_staff_cancels_a_scheduled_change_with_the_admin_action(populated, admin
     assert AuditEvent.objects.filter(action="plan_change.cancelled", actor_label="staff-admin").exists()
 
 
-def test_staff_without_permission_cannot_run_the_action_or_see_pages(populated, client):
-    user = UserFactory(username="support-no-perms", is_staff=True)
-    client.force_login(user)
+def test_staff_without_permission_cannot_see_pages(populated, client):
+    client.force_login(UserFactory(username="support-no-perms", is_staff=True))
     assert client.get(reverse("admin:billing_planchange_changelist")).status_code == 403
+
+
+def test_view_only_staff_cannot_run_the_cancel_action(populated, client):
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="support-view-only", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_planchange"))
+    client.force_login(user)
+    page = client.get(reverse("admin:billing_planchange_changelist"))
+    assert page.status_code == 200 and b"cancel_scheduled_changes" not in page.content
     change = PlanChange.objects.get(status="scheduled")
     client.post(reverse("admin:billing_planchange_changelist"),
                 {"action": "cancel_scheduled_changes", "_selected_action": [change.pk]})
@@ -85,4 +94,39 @@ def test_subscription_terms_are_not_editable_in_admin(populated, admin_client_):
     model_admin = site._registry[type(populated.subscription)]
     request = type("R", (), {"user": UserFactory(is_superuser=True, is_staff=True)})()
     readonly = model_admin.get_readonly_fields(request, populated.subscription)
-    assert {"price", "quantity", "current_period_start", "current_period_end", "version"} <= set(readonly)
+    assert {"price", "quantity", "current_period_start", "current_period_end", "version", "status"} <= set(readonly)
+
+
+def test_price_terms_are_frozen_once_customers_use_the_price(populated, admin_client_):
+    used = populated.pro_month
+    response = admin_client_.post(reverse("admin:billing_price_change", args=[used.pk]), {
+        "plan": used.plan_id, "currency": "EUR", "interval": "month", "unit_amount": "3000", "pricing": "per_seat",
+        "min_quantity": 1, "max_quantity": 50, "tax_behavior": "exclusive", "is_active": "on"})
+    assert response.status_code == 302
+    used.refresh_from_db()
+    assert str(used.unit_amount) == "50.0000"
+    unused = populated.pro_year
+    admin_client_.post(reverse("admin:billing_price_change", args=[unused.pk]), {
+        "plan": unused.plan_id, "currency": "EUR", "interval": "year", "unit_amount": "480", "pricing": "per_seat",
+        "min_quantity": 1, "max_quantity": 50, "tax_behavior": "exclusive", "is_active": "on"})
+    unused.refresh_from_db()
+    assert str(unused.unit_amount) == "480.0000"
+
+
+def test_staff_creates_a_subscription_audited_and_checked(populated, admin_client_):
+    from billing.models import Customer, Subscription
+
+    other = Customer.objects.create(name="New Co", email="new@example.com", currency="EUR", country="DE")
+    form = {"customer": other.pk, "product": populated.product.pk, "price": populated.business_month.pk,
+            "quantity": 4, "seats_in_use": 0, "discount_percent": "0", "status": "active",
+            "current_period_start_0": "2026-01-01", "current_period_start_1": "00:00:00",
+            "current_period_end_0": "2026-02-01", "current_period_end_1": "00:00:00"}
+    wrong = admin_client_.post(reverse("admin:billing_subscription_add"), {**form, "price": 999999})
+    assert wrong.status_code == 200 and not Subscription.objects.filter(customer=other).exists()
+    response = admin_client_.post(reverse("admin:billing_subscription_add"), form)
+    assert response.status_code == 302
+    created = Subscription.objects.get(customer=other)
+    event = AuditEvent.objects.get(action="subscription.created")
+    assert event.object_id == str(created.pk) and event.actor_label == "staff-admin"
+    other.refresh_from_db()
+    assert other.entitlements_version == 1

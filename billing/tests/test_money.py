@@ -282,3 +282,14 @@ def test_str_names_the_currency():
     assert str(Money(D("61.42"), "EUR")) == "61.42 EUR"
     assert str(Money(D("1500"), "JPY")) == "1500 JPY"
     assert str(Money(D("12.3"), "KWD")) == "12.300 KWD"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [("9.9950", "EUR", "9.995"), ("50.0000", "EUR", "50.00"), ("500", "EUR", "500.00"), ("100.5000", "JPY", "100.5"),
+     ("1000", "JPY", "1000"), ("1.2", "KWD", "1.200"), ("0.0001", "USD", "0.0001")],
+)
+def test_unit_prices_show_every_digit_they_have_and_at_least_the_minor_unit(amount, currency, shown):
+    from billing.money import format_unit_amount
+
+    assert format_unit_amount(Decimal(amount), currency) == shown

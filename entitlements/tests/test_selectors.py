@@ -56,3 +56,16 @@ def test_cached_until_the_version_moves():
     entitlements_sync(customer=s.customer)
     assert table(s.customer)["sso"][0] is True
     assert cache.get(f"entitlements:{s.customer.pk}:1") is not None
+
+
+def test_seats_follow_the_seats_bought_capped_by_the_plan():
+    from billing.models import Feature
+
+    s = subscription_setup()
+    seats = Feature.objects.create(code="seats", name="Seats", kind="limit", unit="seats", limit_from_quantity=True)
+    PlanFeature.objects.create(plan=s.basic, feature=seats, limit_value=3)
+    PlanFeature.objects.create(plan=s.pro, feature=seats, limit_value=None)
+    assert table(s.customer)["seats"][:2] == (True, 3)  # 5 bought, Basic allows 3 at most
+    Subscription.objects.filter(pk=s.subscription.pk).update(price=s.pro_month)
+    entitlements_sync(customer=s.customer)
+    assert table(s.customer)["seats"][:2] == (True, 5)  # Pro: no cap, so the 5 bought

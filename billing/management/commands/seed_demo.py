@@ -117,7 +117,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         now = timezone.now()
         features = {code: Feature.objects.update_or_create(
-            code=code, defaults={"name": name, "kind": kind, "unit": unit, "sort_order": i})[0]
+            code=code, defaults={"name": name, "kind": kind, "unit": unit, "sort_order": i,
+                                 "limit_from_quantity": code == "seats"})[0]
             for i, (code, name, kind, unit) in enumerate(FEATURES)}
         products = {
             "analytics": self._product("analytics", "Analytics", "Dashboards and reports on your data.", 1,
