@@ -118,11 +118,16 @@ class QuoteCreateApi(APIView):
         price = serializers.IntegerField(required=False, help_text="Target price id; or give plan and interval.")
         plan = serializers.IntegerField(required=False, help_text="Target plan id (priced in the subscription's currency).")
         interval = serializers.ChoiceField(choices=["month", "quarter", "year"], required=False)
-        quantity = serializers.IntegerField(min_value=0, max_value=1_000_000)
+        quantity = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+        cancel = serializers.BooleanField(default=False, help_text="Quote ending the subscription instead.")
 
         def validate(self, attrs):
+            if attrs["cancel"]:
+                return attrs
             if "price" not in attrs and not ("plan" in attrs and "interval" in attrs):
-                raise serializers.ValidationError("Give either price, or plan and interval.")
+                raise serializers.ValidationError("Give either price, or plan and interval (or cancel: true).")
+            if "quantity" not in attrs:
+                raise serializers.ValidationError({"quantity": "This field is required."})
             return attrs
 
     @extend_schema(
@@ -142,9 +147,13 @@ class QuoteCreateApi(APIView):
             raise PermissionDenied(BILLING_ROLE_REQUIRED)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        to_price = self._target_price(data.validated_data, subscription.price.currency)
-        quote = quote_create(subscription=subscription, to_price=to_price,
-                             quantity=data.validated_data["quantity"], now=now, actor=request.user)
+        if data.validated_data["cancel"]:
+            quote = quote_create(subscription=subscription, to_price=None, quantity=0, now=now, actor=request.user,
+                                 cancel=True)
+        else:
+            to_price = self._target_price(data.validated_data, subscription.price.currency)
+            quote = quote_create(subscription=subscription, to_price=to_price,
+                                 quantity=data.validated_data["quantity"], now=now, actor=request.user)
         return Response(quote_json(quote, now=now), status=status.HTTP_201_CREATED)
 
     @staticmethod

@@ -155,6 +155,7 @@ class Direction(models.TextChoices):
     UPGRADE = "upgrade", "Upgrade"
     DOWNGRADE = "downgrade", "Downgrade"
     CROSSGRADE = "crossgrade", "Cross-grade"
+    CANCEL = "cancel", "Cancellation"
 
 
 class Timing(models.TextChoices):
@@ -187,7 +188,8 @@ class ChangeRule(models.Model):
     to_interval = models.CharField(max_length=10, choices=Interval.choices, blank=True,
                                    help_text="Empty matches any interval.")
     direction = models.CharField(max_length=12, choices=Direction.choices, blank=True,
-                                 help_text="Empty matches any direction. Direction comes from plan rank; within "
+                                 help_text="Empty matches any direction (cancellations included). "
+                                           "Direction comes from plan rank; within "
                                            "one rank (seat or interval changes) from the value per day.")
     allowed = models.BooleanField(default=True)
     refusal_reason = models.CharField(max_length=300, blank=True,

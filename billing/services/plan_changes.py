@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 
 from billing import proration
 from billing.errors import ChangeConflict, ChangeRefused
-from billing.models import BalanceEntry, Customer, PlanChange, Quote, Subscription, Timing
+from billing.models import BalanceEntry, Customer, Direction, PlanChange, Quote, Subscription, Timing
 from billing.money import Money, format_amount
 from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
 from billing.selectors import customer_balance, payment_method_default
@@ -239,12 +239,16 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
            actor: AbstractBaseUser | None, now: datetime) -> None:
     """Apply the change's terms, ledger and audit in the caller's transaction (locks held)."""
     before = subscription_snapshot(subscription)
-    to_price = change.to_price
-    subscription.price = to_price
-    subscription.product_id = to_price.plan.product_id
-    subscription.quantity = change.to_quantity
-    subscription.current_period_start = change.new_period_start
-    subscription.current_period_end = change.new_period_end
+    if change.direction == Direction.CANCEL:
+        # Nothing is deleted: the subscription ends, its history and the customer's data stay.
+        subscription.status = Subscription.Status.CANCELLED
+    else:
+        to_price = change.to_price
+        subscription.price = to_price
+        subscription.product_id = to_price.plan.product_id
+        subscription.quantity = change.to_quantity
+        subscription.current_period_start = change.new_period_start
+        subscription.current_period_end = change.new_period_end
     subscription.version += 1
     subscription.save()
     if change.balance_applied > 0:
@@ -328,6 +332,9 @@ def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
             return False
         if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
             return False  # wait until the customer's in-flight payment settles; the next sweep retries
+        if change.direction == Direction.CANCEL:
+            _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
+            return True
         to_product_id = change.to_price.plan.product_id
         if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
             _fail_scheduled(change=change, customer=customer, code="subscription_not_active",

@@ -99,7 +99,7 @@ def pricing_context(*, subscription: Subscription, now: datetime) -> PricingCont
 
 
 def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime,
-                       context: PricingContext) -> _Eligible:
+                       context: PricingContext, cancel: bool = False) -> _Eligible:
     from_price = subscription.price
     plan = to_price.plan
     if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
@@ -113,6 +113,9 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
             "period_not_current",
             "The current billing period has ended and has not been renewed yet; plans can change after renewal.",
         )
+    if cancel:
+        return _eligible_rule(subscription=subscription, to_price=from_price, quantity=subscription.quantity,
+                              context=context, direction=Direction.CANCEL)
     if not (to_price.is_active and plan.is_active and plan.product.is_active):
         raise ChangeRefused("price_unavailable", f"{plan} is not available any more.")
     if to_price.currency != from_price.currency:
@@ -156,19 +159,27 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         raise ChangeRefused(
             "already_subscribed", f"You already subscribe to {plan.product}; change that subscription instead."
         )
+    direction = change_direction(from_price=from_price, from_quantity=subscription.quantity,
+                                 to_price=to_price, to_quantity=quantity)
+    return _eligible_rule(subscription=subscription, to_price=to_price, quantity=quantity, context=context,
+                          direction=direction)
+
+
+def _eligible_rule(*, subscription: Subscription, to_price: Price, quantity: int, context: PricingContext,
+                   direction: str) -> _Eligible:
+    """The checks every change shares, cancellations included: nothing in flight, a rule that allows it."""
     open_changes = context.open_changes
     if any(status in PlanChange.IN_FLIGHT for _, status, _ in open_changes):
         raise ChangeRefused(
             "change_in_progress",
             "Another plan change is waiting for its payment; finish or cancel it first.",
         )
-    direction = change_direction(from_price=from_price, from_quantity=subscription.quantity,
-                                 to_price=to_price, to_quantity=quantity)
-    rule = change_rule_find(from_price=from_price, to_price=to_price, direction=direction, rules=context.rules)
-    if rule is None:
-        raise ChangeRefused("change_not_allowed", f"Changing to {plan} this way is not offered.")
-    if not rule.allowed:
-        raise ChangeRefused("change_not_allowed", rule.refusal_reason, rule=rule.name)
+    rule = change_rule_find(from_price=subscription.price, to_price=to_price, direction=direction,
+                            rules=context.rules)
+    if rule is None or not rule.allowed:
+        what = "Cancelling online" if direction == Direction.CANCEL else f"Changing to {to_price.plan} this way"
+        reason = rule.refusal_reason if rule is not None else f"{what} is not offered."
+        raise ChangeRefused("change_not_allowed", reason, **({"rule": rule.name} if rule is not None else {}))
     supersedes = sorted(pk for pk, status, sub_id in open_changes
                         if status == PlanChange.Status.SCHEDULED and sub_id == subscription.pk)
     return _Eligible(direction=direction, rule=rule, supersedes=supersedes)
@@ -198,24 +209,28 @@ def _item(price: Price, quantity: int, discount_percent: Decimal) -> proration.I
 def quote_price(
     *,
     subscription: Subscription,
-    to_price: Price,
+    to_price: Price | None,
     quantity: int,
     now: datetime,
     actor: AbstractBaseUser | None = None,
     context: PricingContext | None = None,
+    cancel: bool = False,
 ) -> Quote:
     """Price a change of `subscription` to `quantity` × `to_price` at `now`, without storing it.
 
     Eligibility first (ChangeRefused with a reason), then the amounts from billing.proration. The
     instant is `now` to the whole second, so every figure (second granularity included) can be
     re-derived by hand. The live prices of the portal and the stored quote come from this one function.
+    `cancel=True` prices ending the subscription (its rule decides when, and whether unused time is credited).
     """
     now = now.replace(microsecond=0)
+    if cancel:
+        to_price, quantity = subscription.price, subscription.quantity
     customer = subscription.customer
     if context is None:
         context = pricing_context(subscription=subscription, now=now)
     eligible = _check_eligibility(subscription=subscription, to_price=to_price, quantity=quantity, now=now,
-                                  context=context)
+                                  context=context, cancel=cancel)
     rule = eligible.rule
     currency = to_price.currency
     tax_rate, balance = context.tax_rate, context.balance
@@ -228,6 +243,8 @@ def quote_price(
     if subscription.status == Subscription.Status.TRIALING:
         # Trial time was never paid for: nothing to credit, nothing to charge; the trial goes on on the new plan.
         credit_mode = charge_mode = "none"
+    if cancel:
+        charge_mode = "none"  # nothing new is bought; only unused time may be credited
 
     if rule.timing == Timing.NOW:
         result = proration.prorate(proration.Change(
@@ -238,7 +255,7 @@ def quote_price(
         ))
         lines, totals = [_line_json(line) for line in result.lines], result.totals
         effective_at, new_start, new_end = now, result.period_start, result.period_end
-        if subscription.status == Subscription.Status.TRIALING:
+        if subscription.status == Subscription.Status.TRIALING or cancel:
             new_start, new_end = subscription.current_period_start, subscription.current_period_end  # trial end stays
     else:
         # "At period end" is not prorated at all: nothing is due now.
@@ -246,7 +263,11 @@ def quote_price(
         lines, totals = [], proration.totals_for(zero, tax, balance, currency)
         effective_at = new_start = subscription.current_period_end
         new_end = proration.add_interval(new_start, to_price.interval, tz)
+        if cancel:
+            new_start, new_end = subscription.current_period_start, subscription.current_period_end
 
+    if cancel:
+        target = proration.Item(unit_amount=Decimal(0), quantity=0, interval=to_price.interval)  # no renewal
     next_subtotal = proration.period_amount(target, currency)
     next_tax = proration.tax_amount(next_subtotal, tax, currency)
     next_total = next_subtotal if (tax and tax.inclusive) else next_subtotal + next_tax
@@ -269,13 +290,15 @@ def quote_price(
 def quote_create(
     *,
     subscription: Subscription,
-    to_price: Price,
+    to_price: Price | None,
     quantity: int,
     now: datetime,
     actor: AbstractBaseUser | None,
+    cancel: bool = False,
 ) -> Quote:
     """Price a change (`quote_price`) and store it as a quote that expires after QUOTE_TTL."""
-    quote = quote_price(subscription=subscription, to_price=to_price, quantity=quantity, now=now, actor=actor)
+    quote = quote_price(subscription=subscription, to_price=to_price, quantity=quantity, now=now, actor=actor,
+                        cancel=cancel)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A quote is an offer, not money moved: losing the last few to a crash only means asking

@@ -114,6 +114,7 @@ def default_rules() -> None:
         (100, "Upgrades", {"direction": "upgrade"}, {}),
         (110, "Cross-grades", {"direction": "crossgrade"}, {}),
         (120, "Downgrades", {"direction": "downgrade"}, {"timing": "period_end", "charge": "none", "credit": "none"}),
+        (130, "Cancellations", {"direction": "cancel"}, {"timing": "period_end", "charge": "none", "credit": "none"}),
     ]
     for position, name, match, decision in rows:
         ChangeRule.objects.create(position=position, name=name, **match, **decision)

@@ -274,3 +274,12 @@ def test_requests_over_the_rate_limit_answer_429(setup, settings):
     assert response.json()["code"] == "throttled" and "Retry-After" in response.headers
     # Another user has their own allowance.
     assert client_for(setup.member).get(reverse("api-customers")).status_code == 200
+
+
+def test_quote_a_cancellation_over_the_api(setup):
+    client = client_for(setup.owner)
+    response = client.post(reverse("api-quote-create", args=[setup.subscription.pk]), {"cancel": True}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["direction"] == "cancel" and response.json()["timing"] == "period_end"
+    change = accept(client, response.json()["id"]).json()
+    assert change["status"] == "scheduled" and change["direction"] == "cancel"

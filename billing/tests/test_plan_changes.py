@@ -417,3 +417,47 @@ def subscription_setup_for_another_customer(s):
                                       current_period_end=s.subscription.current_period_end)
     return Setup(customer, owner, owner, owner, s.product, s.basic, s.pro, s.business, s.basic_month, s.pro_month,
                  s.business_month, s.pro_year, sub, s.feature_sso, s.feature_storage)
+
+
+def test_cancellation_at_period_end_keeps_everything_until_then_and_can_be_undone():
+    s = subscription_setup()
+    q = quote_create(subscription=s.subscription, to_price=None, quantity=0, now=MID_JANUARY, actor=s.owner,
+                     cancel=True)
+    assert (q.direction, q.timing, q.effective_at, q.amount_due, q.next_period_amount) == (
+        "cancel", "period_end", PERIOD_END, 0, 0)
+    change = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert change.status == "scheduled"
+    assert features(s.customer)["storage"] == (True, 10)  # still there until the period ends
+    plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)  # the customer changes their mind
+    assert plan_changes_apply_due(now=PERIOD_END) == 0
+    again = quote_accept(quote=quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk),
+                                            to_price=None, quantity=0, now=MID_JANUARY, actor=s.owner, cancel=True),
+                         actor=s.owner, now=MID_JANUARY)
+    assert plan_changes_apply_due(now=PERIOD_END) == 1
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert sub.status == "cancelled" and sub.price_id == s.basic_month.pk and sub.quantity == 5
+    assert features(s.customer)["storage"] == (False, 0)
+    assert AuditEvent.objects.get(action="plan_change.applied", object_id=str(again.pk)).after["status"] == "cancelled"
+
+
+def test_immediate_cancellation_credits_unused_time_when_the_rule_says_so():
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Cancellations").update(timing="now", credit="prorated")
+    q = quote_create(subscription=s.subscription, to_price=None, quantity=0, now=MID_JANUARY, actor=s.owner,
+                     cancel=True)
+    assert [line["amount"] for line in q.lines] == ["-77.42"]
+    assert (q.total, q.amount_due, q.balance_after) == (Decimal("-92.13"), 0, Decimal("92.13"))
+    change = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    assert change.status == "applied" and LocalPayment.objects.count() == 0
+    assert Subscription.objects.get(pk=s.subscription.pk).status == "cancelled"
+    assert BalanceEntry.objects.get().amount == Decimal("92.13")
+
+
+def test_cancellation_refused_when_no_rule_allows_it():
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Cancellations").update(allowed=False,
+                                                           refusal_reason="Call us to cancel an annual contract.")
+    with pytest.raises(BillingError) as info:
+        quote_create(subscription=s.subscription, to_price=None, quantity=0, now=MID_JANUARY, actor=s.owner,
+                     cancel=True)
+    assert info.value.detail == "Call us to cancel an annual contract."

@@ -101,6 +101,8 @@ RULES = [
     (110, "Cross-grades: now, prorated", {"direction": "crossgrade"}, {}),
     (120, "Downgrades: at period end", {"direction": "downgrade"},
      {"timing": "period_end", "charge": "none", "credit": "none"}),
+    (130, "Cancellations: at period end", {"direction": "cancel"},
+     {"timing": "period_end", "charge": "none", "credit": "none"}),
 ]
 
 
