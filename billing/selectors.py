@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -128,3 +129,37 @@ def customer_balances(*, customer: Customer) -> dict[str, Decimal]:
 
 def payment_method_default(*, customer: Customer) -> PaymentMethod | None:
     return PaymentMethod.objects.filter(customer=customer, is_default=True).first()
+
+
+@dataclass(frozen=True)
+class Renewal:
+    at: datetime
+    subtotal: Decimal
+    tax: Decimal
+    total: Decimal
+    currency: str
+    price: Price
+    quantity: int
+
+
+def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChange | None = None) -> Renewal | None:
+    """What the next period will cost and when it starts: at the scheduled change's terms if one is due by
+    then, else at the current terms. None when the subscription ends instead."""
+    from billing import proration
+
+    if subscription.status == Subscription.Status.CANCELLED:
+        return None
+    if scheduled is not None and scheduled.direction == "cancel":
+        return None
+    price = scheduled.to_price if scheduled is not None else subscription.price
+    quantity = scheduled.to_quantity if scheduled is not None else subscription.quantity
+    customer = subscription.customer
+    rate = tax_rate_for(country=customer.country, on=subscription.current_period_end.date())
+    tax = proration.Tax(rate=rate.rate, inclusive=price.tax_behavior == Price.TaxBehavior.INCLUSIVE) if rate else None
+    item = proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
+                          discount_percent=subscription.discount_percent)
+    subtotal = proration.period_amount(item, price.currency)
+    tax_value = proration.tax_amount(subtotal, tax, price.currency)
+    total = subtotal if tax is not None and tax.inclusive else subtotal + tax_value
+    return Renewal(at=subscription.current_period_end, subtotal=subtotal, tax=tax_value, total=total,
+                   currency=price.currency, price=price, quantity=quantity)

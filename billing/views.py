@@ -27,7 +27,7 @@ def local_gateway_authenticate(request: HttpRequest, reference: str) -> HttpResp
         payment = local_payment_authenticate(reference=reference, approve=answer == "approve")
         # Like Stripe's webhook: the gateway tells billing the payment moved on.
         payment_updated.delay(gateway="local", reference=reference)
-        if payment.return_url and request.POST.get("return") == "1":
+        if payment.return_url:  # like Stripe's 3-D Secure redirect back to the merchant
             return redirect(payment.return_url)
     amount = Money.from_minor_units(payment.amount_minor, payment.currency)
     return render(request, "billing/local_authenticate.html", {"payment": payment, "amount": amount})

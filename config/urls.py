@@ -10,7 +10,7 @@ admin.site.site_title = "Crossgrade"
 admin.site.index_title = "Catalog, customers and plan changes"
 
 urlpatterns = [
-    path("", portal_views.home, name="home"),
+    path("", include("portal.urls")),
     path("healthz", portal_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include("billing.urls")),
@@ -21,5 +21,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
 ]
 
+handler403 = "portal.views.permission_denied"
 handler404 = "portal.views.not_found"
 handler500 = "portal.views.server_error"

@@ -50,15 +50,16 @@ def _change_snapshot(change: PlanChange) -> dict:
     }
 
 
-def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime) -> PlanChange:
+def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime, return_url: str = "") -> PlanChange:
     """Execute exactly the quote's amounts, or fail with a reason and change nothing.
 
     Returns the plan change: applied, scheduled, failed (payment declined) or requires_action.
-    Accepting a quote whose payment is already under way resumes that same payment.
+    Accepting a quote whose payment is already under way resumes that same payment. `return_url` is
+    where the customer's browser comes back to after authenticating the payment at the gateway.
     """
     change = _plan_change_open(quote_id=quote.pk, actor=actor, now=now)
     if change.status == PlanChange.Status.PENDING:
-        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor)
+        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor, return_url=return_url)
     return change
 
 
@@ -135,8 +136,8 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
     return change
 
 
-def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
-                                actor: AbstractBaseUser | None = None) -> PlanChange:
+def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime, actor: AbstractBaseUser | None = None,
+                                return_url: str = "") -> PlanChange:
     """Charge the pending change's amount (outside any transaction), then record the outcome."""
     gateway = get_gateway(plan_change.payment_gateway)
     try:
@@ -145,7 +146,7 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
             amount=Money(plan_change.amount_due, plan_change.currency),
             idempotency_key=plan_change.payment_idempotency_key,
             description=f"Crossgrade plan change {plan_change.pk}",
-            return_url=settings.SITE_URL,
+            return_url=return_url,
         )
     except GatewayUnavailable as exc:
         logger.warning("payment for plan change %s has an unknown outcome: %s", plan_change.pk, exc)
