@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench messages clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ run: $(VENV)/.installed
 	DJANGO_DEBUG=1 $(PY) manage.py seed_demo
 	DJANGO_DEBUG=1 $(PY) manage.py runlocal --addrport $(HOST):$(PORT)
 
-test: $(VENV)/.installed
+# axe-core for the browser tests' accessibility check (from the npm registry; the product needs no Node).
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent && touch $@; \
+	else echo "npm not found: the axe-core checks will skip (apt-get install npm)"; fi
+
+test: $(VENV)/.installed node_modules/.installed
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -30,5 +35,9 @@ bench: $(VENV)/.installed
 	$(PY) bench/proration_throughput.py
 	$(PY) bench/quote_latency.py
 
+messages: $(VENV)/.installed
+	$(PY) manage.py makemessages -l de --ignore=.venv --ignore=node_modules --ignore=var --no-obsolete
+	$(PY) manage.py compilemessages --ignore=.venv
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var node_modules

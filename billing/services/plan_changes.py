@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 
 from billing import proration
 from billing.errors import ChangeConflict, ChangeRefused
@@ -72,32 +73,32 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
         if existing is not None:
             if existing.status == PlanChange.Status.PENDING:
                 return existing  # its payment outcome is unknown: resume it with the same key
-            raise ChangeConflict("quote_already_accepted", "This quote has already been accepted.",
+            raise ChangeConflict("quote_already_accepted", _("This quote has already been accepted."),
                                  plan_change=existing.pk)
         if now >= quote.expires_at:
-            raise ChangeConflict("quote_expired", "This quote has expired; request a new one.")
+            raise ChangeConflict("quote_expired", _("This quote has expired; request a new one."))
         if subscription.version != quote.subscription_version:
             raise ChangeConflict(
-                "subscription_changed", "The subscription changed since this quote was made; request a new quote."
+                "subscription_changed", _("The subscription changed since this quote was made; request a new quote.")
             )
         if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
-            raise ChangeRefused("subscription_not_active", "This subscription can no longer change plans.")
+            raise ChangeRefused("subscription_not_active", _("This subscription can no longer change plans."))
         if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
             raise ChangeConflict("change_in_progress",
-                                 "Another plan change is waiting for its payment; finish or cancel it first.")
+                                 _("Another plan change is waiting for its payment; finish or cancel it first."))
         if customer_balance(customer=customer, currency=quote.currency) != quote.balance_before:
             raise ChangeConflict("balance_changed",
-                                 "Your account balance changed since this quote was made; request a new quote.")
+                                 _("Your account balance changed since this quote was made; request a new quote."))
         if quote.requires_approval:
             raise ChangeRefused(
                 "approval_required",
-                "This change needs approval by our team; contact support to have it approved.",
+                _("This change needs approval by our team; contact support to have it approved."),
             )
         payment_method = None
         if quote.amount_due > 0:
             payment_method = payment_method_default(customer=customer)
             if payment_method is None:
-                raise ChangeRefused("no_payment_method", "Add a payment method before making this change.")
+                raise ChangeRefused("no_payment_method", _("Add a payment method before making this change."))
         scheduled = quote.timing == Timing.PERIOD_END
         try:
             with transaction.atomic():
@@ -119,7 +120,7 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                     created_at=now,
                 )
         except IntegrityError:
-            raise ChangeConflict("change_in_progress", "Another change of this account is under way.") from None
+            raise ChangeConflict("change_in_progress", _("Another change of this account is under way.")) from None
         quote.status = Quote.Status.ACCEPTED
         quote.save(update_fields=["status"])
         if scheduled:
@@ -152,8 +153,8 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime, actor
         logger.warning("payment for plan change %s has an unknown outcome: %s", plan_change.pk, exc)
         raise ChangeConflict(
             "payment_unavailable",
-            "We could not reach the payment provider, so the change is not applied yet. Retrying is safe: "
-            "you will never be charged twice.",
+            _("We could not reach the payment provider, so the change is not applied yet. Retrying is safe: "
+              "you will never be charged twice."),
             status=503, plan_change=plan_change.pk,
         ) from None
     return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
@@ -292,16 +293,17 @@ def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | Non
             result = gateway.find(idempotency_key=plan_change.payment_idempotency_key)
         if result is not None and result.status == "succeeded":
             change = plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
-            raise ChangeConflict("not_cancellable", "The payment was already confirmed, so the change has been "
-                                 "applied.", plan_change=change.pk)
+            raise ChangeConflict("not_cancellable", _("The payment was already confirmed, so the change has been "
+                                                      "applied."), plan_change=change.pk)
         if result is not None and result.status == "requires_action":
-            raise ChangeConflict("not_cancellable", "The payment could not be cancelled; try again in a moment.")
+            raise ChangeConflict("not_cancellable", _("The payment could not be cancelled; try again in a moment."))
     with transaction.atomic():
         customer, subscription, change = _lock(plan_change.customer_id, plan_change.subscription_id, plan_change.pk)
         if change.status not in (PlanChange.Status.SCHEDULED, *PlanChange.IN_FLIGHT):
             raise ChangeConflict(
                 "not_cancellable",
-                f"This change is {change.get_status_display().lower()} and can no longer be cancelled.",
+                _("This change is %(status)s and can no longer be cancelled.")
+                % {"status": change.get_status_display().lower()},
             )
         before = _change_snapshot(change)
         change.status = PlanChange.Status.CANCELLED

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.utils.translation import gettext as _
 
 from billing import proration
 from billing.errors import ChangeRefused
@@ -105,50 +106,57 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
     if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
         raise ChangeRefused(
             "subscription_not_active",
-            f"This subscription is {subscription.get_status_display().lower()}; only active or trialing "
-            "subscriptions can change plans.",
+            _("This subscription is %(status)s; only active or trialing subscriptions can change plans.")
+            % {"status": subscription.get_status_display().lower()},
         )
     if not (subscription.current_period_start <= now < subscription.current_period_end):
         raise ChangeRefused(
             "period_not_current",
-            "The current billing period has ended and has not been renewed yet; plans can change after renewal.",
+            _("The current billing period has ended and has not been renewed yet; plans can change after renewal."),
         )
     if cancel:
         return _eligible_rule(subscription=subscription, to_price=from_price, quantity=subscription.quantity,
                               context=context, direction=Direction.CANCEL)
     if not (to_price.is_active and plan.is_active and plan.product.is_active):
-        raise ChangeRefused("price_unavailable", f"{plan} is not available any more.")
+        raise ChangeRefused("price_unavailable", _("%(plan)s is not available any more.") % {"plan": plan})
     if to_price.currency != from_price.currency:
         raise ChangeRefused(
             "currency_unavailable",
-            f"Your subscription is billed in {from_price.currency}; this price is in {to_price.currency}.",
+            _("Your subscription is billed in %(current)s; this price is in %(target)s.")
+            % {"current": from_price.currency, "target": to_price.currency},
         )
     if to_price.tax_behavior != from_price.tax_behavior:
         # A credit priced tax-exclusive cannot be netted against a tax-inclusive charge on one document.
         raise ChangeRefused(
             "tax_basis_mismatch",
-            f"{plan} is priced {to_price.get_tax_behavior_display().lower()}, your current plan is not; "
-            "contact support to make this change.",
+            _("%(plan)s is priced %(basis)s, your current plan is not; contact support to make this change.")
+            % {"plan": plan, "basis": to_price.get_tax_behavior_display().lower()},
         )
     if to_price.pricing == Price.Pricing.FLAT and quantity != 1:
-        raise ChangeRefused("quantity_out_of_range", f"{plan} is a flat price for one unit; you asked for {quantity}.",
+        raise ChangeRefused("quantity_out_of_range",
+                            _("%(plan)s is a flat price for one unit; you asked for %(quantity)s.")
+                            % {"plan": plan, "quantity": quantity},
                             min_quantity=1, max_quantity=1)
     if quantity < to_price.min_quantity or (to_price.max_quantity is not None and quantity > to_price.max_quantity):
-        bounds = (f"{to_price.min_quantity} to {to_price.max_quantity}" if to_price.max_quantity is not None
-                  else f"at least {to_price.min_quantity}")
-        noun = "seat" if to_price.pricing == Price.Pricing.PER_SEAT else "unit"
+        values = {"plan": plan, "low": to_price.min_quantity, "high": to_price.max_quantity, "quantity": quantity}
+        if to_price.max_quantity is not None:
+            detail = _("%(plan)s allows %(low)s to %(high)s seats; you asked for %(quantity)s.") % values
+        else:
+            detail = _("%(plan)s allows at least %(low)s seats; you asked for %(quantity)s.") % values
         raise ChangeRefused(
             "quantity_out_of_range",
-            f"{plan} allows {bounds} {noun}s; you asked for {quantity}.",
+            detail,
             min_quantity=to_price.min_quantity, max_quantity=to_price.max_quantity,
         )
     if to_price.pricing == Price.Pricing.PER_SEAT and quantity < subscription.seats_in_use:
         raise ChangeRefused(
             "seats_in_use",
-            f"{subscription.seats_in_use} seats are in use; remove users before going down to {quantity} seats.",
+            _("%(used)s seats are in use; remove users before going down to %(quantity)s seats.")
+            % {"used": subscription.seats_in_use, "quantity": quantity},
         )
     if to_price.pk == from_price.pk and quantity == subscription.quantity:
-        raise ChangeRefused("no_change", f"You are already on {plan} with {quantity} × this price.")
+        raise ChangeRefused("no_change", _("You are already on %(plan)s with %(quantity)s × this price.")
+                            % {"plan": plan, "quantity": quantity})
     if plan.product_id != subscription.product_id and (
         Subscription.objects.filter(customer_id=subscription.customer_id, product_id=plan.product_id)
         .exclude(status=Subscription.Status.CANCELLED).exists()
@@ -157,7 +165,8 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
         .exclude(subscription=subscription).exists()
     ):
         raise ChangeRefused(
-            "already_subscribed", f"You already subscribe to {plan.product}; change that subscription instead."
+            "already_subscribed",
+            _("You already subscribe to %(product)s; change that subscription instead.") % {"product": plan.product},
         )
     direction = change_direction(from_price=from_price, from_quantity=subscription.quantity,
                                  to_price=to_price, to_quantity=quantity)
@@ -172,13 +181,17 @@ def _eligible_rule(*, subscription: Subscription, to_price: Price, quantity: int
     if any(status in PlanChange.IN_FLIGHT for _, status, _ in open_changes):
         raise ChangeRefused(
             "change_in_progress",
-            "Another plan change is waiting for its payment; finish or cancel it first.",
+            _("Another plan change is waiting for its payment; finish or cancel it first."),
         )
     rule = change_rule_find(from_price=subscription.price, to_price=to_price, direction=direction,
                             rules=context.rules)
     if rule is None or not rule.allowed:
-        what = "Cancelling online" if direction == Direction.CANCEL else f"Changing to {to_price.plan} this way"
-        reason = rule.refusal_reason if rule is not None else f"{what} is not offered."
+        if rule is not None:
+            reason = rule.refusal_reason
+        elif direction == Direction.CANCEL:
+            reason = _("Cancelling online is not offered.")
+        else:
+            reason = _("Changing to %(plan)s this way is not offered.") % {"plan": to_price.plan}
         raise ChangeRefused("change_not_allowed", reason, **({"rule": rule.name} if rule is not None else {}))
     supersedes = sorted(pk for pk, status, sub_id in open_changes
                         if status == PlanChange.Status.SCHEDULED and sub_id == subscription.pk)

@@ -44,3 +44,39 @@ def percent(rate) -> str:
     from babel.numbers import format_percent
 
     return format_percent(Decimal(rate), locale=_locale(), decimal_quantization=False)
+
+
+@register.filter
+def line_text(line: dict) -> str:
+    """A quote line's description in the reader's language.
+
+    English shows the engine's own words (PRORATION.md's format) verbatim; other languages rebuild the
+    same facts, from the line's structured data, through gettext.
+    """
+    from babel.dates import format_date
+    from django.utils.dateparse import parse_datetime
+    from django.utils.translation import gettext, ngettext
+
+    language = get_language() or "en"
+    if language.startswith("en") or not line.get("start"):
+        return line["description"]
+    locale = _locale()
+    start, end = parse_datetime(line["start"]), parse_datetime(line["end"])
+    same_year = start.year == end.year
+    first = format_date(start, "d. MMM" if same_year else "d. MMM y", locale=locale)
+    span = f"{first} – {format_date(end, 'd. MMM y', locale=locale)}"
+    values = {"plan": line.get("item_name") or "", "quantity": line["quantity"], "span": span}
+    remaining, total = line["remaining"], line["total_units"]
+    if line["kind"] == "credit":
+        text = gettext("Unused time on %(plan)s × %(quantity)s, %(span)s") % values
+    elif line.get("mode") == "full" and remaining == total == "1":
+        return gettext("New billing period for %(plan)s × %(quantity)s, %(span)s") % values
+    else:
+        text = gettext("Remaining time on %(plan)s × %(quantity)s, %(span)s") % values
+    if line.get("mode") == "full":
+        return f"{text} ({gettext('full period')})"
+    count = int(Decimal(total))
+    unit = ngettext("%(remaining)s of %(total)s day", "%(remaining)s of %(total)s days", count) if \
+        line["unit"] == "day" else ngettext("%(remaining)s of %(total)s second", "%(remaining)s of %(total)s seconds",
+                                            count)
+    return f"{text} ({unit % {'remaining': remaining, 'total': total}})"
