@@ -67,7 +67,7 @@ def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime,
 def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: datetime) -> PlanChange:
     quote = Quote.objects.get(pk=quote_id)
     with transaction.atomic():
-        customer, subscription, _ = _lock(quote.customer_id, quote.subscription_id)
+        customer, subscription, _no_change = _lock(quote.customer_id, quote.subscription_id)
         quote = Quote.objects.select_for_update(of=("self",)).select_related("to_price__plan").get(pk=quote_id)
         existing = quote.plan_changes.filter(status__in=PlanChange.LIVE).first()
         if existing is not None:
@@ -412,7 +412,7 @@ def _reconcile_one(*, change: PlanChange, now: datetime) -> PlanChange:
 def _fail_pending(*, change_id: int, now: datetime) -> PlanChange:
     change = PlanChange.objects.get(pk=change_id)
     with transaction.atomic():
-        customer, _, change = _lock(change.customer_id, change.subscription_id, change.pk)
+        customer, _subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
         if change.status != PlanChange.Status.PENDING:
             return change
         change.status = PlanChange.Status.FAILED

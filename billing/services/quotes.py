@@ -178,7 +178,7 @@ def _eligible_rule(*, subscription: Subscription, to_price: Price, quantity: int
                    direction: str) -> _Eligible:
     """The checks every change shares, cancellations included: nothing in flight, a rule that allows it."""
     open_changes = context.open_changes
-    if any(status in PlanChange.IN_FLIGHT for _, status, _ in open_changes):
+    if any(status in PlanChange.IN_FLIGHT for _pk, status, _sub in open_changes):
         raise ChangeRefused(
             "change_in_progress",
             _("Another plan change is waiting for its payment; finish or cancel it first."),
