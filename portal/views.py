@@ -167,9 +167,6 @@ def plan_price(request: HttpRequest, customer_id: int, subscription_id: int, pla
         query[f"seats_{plan_id}"] = request.GET.get("seats", "")
         query.pop("seats", None)
         return redirect(reverse("portal:plans", args=[customer_id, subscription_id]) + "?" + query.urlencode())
-    plan = Plan.objects.filter(pk=plan_id, is_active=True).select_related("product").first()
-    if plan is None:
-        raise Http404(_("No such plan."))
     interval = form.data.get("interval") if form.data.get("interval") in ("month", "quarter", "year") \
         else subscription.price.interval
     error = ""
@@ -178,7 +175,13 @@ def plan_price(request: HttpRequest, customer_id: int, subscription_id: int, pla
         seats = form.cleaned_data["seats"]
     elif not form.is_valid():
         error = " ".join(str(e) for errors in form.errors.values() for e in errors)
-    price = price_get(plan_id=plan.pk, currency=subscription.price.currency, interval=interval)
+    price = price_get(plan_id=plan_id, currency=subscription.price.currency, interval=interval)
+    if price is not None:
+        plan = price.plan
+    else:  # not sold like this: the plan itself, to say so
+        plan = Plan.objects.filter(pk=plan_id, is_active=True).select_related("product").first()
+        if plan is None:
+            raise Http404(_("No such plan."))
     if price is not None and price.pricing == Price.Pricing.FLAT:
         seats = 1
     now = timezone.now()
