@@ -77,6 +77,7 @@ class PlanOffer:
     quote: Quote | None = None
     refusal: str = ""
     saving: tuple[Decimal, Decimal] | None = None  # (amount a year, percent) of annual against monthly
+    seat_error: str = ""  # the customer's seat count could not be read
     gains: list[str] = field(default_factory=list)
     losses: list[str] = field(default_factory=list)
 
@@ -130,11 +131,11 @@ def offer_price(*, subscription: Subscription, plan: Plan, price: Price | None, 
     offer = PlanOffer(plan=plan, price=price, seats=seats,
                       is_current=price is not None and price.pk == subscription.price_id
                       and seats == subscription.quantity)
-    if prices is not None:
-        offer.saving = _annual_saving(plan, seats, prices)
     if price is None:
         offer.refusal = "not_sold"
         return offer
+    if prices is not None:
+        offer.saving = _annual_saving(plan, seats, prices)
     if offer.is_current:
         return offer
     try:
@@ -144,8 +145,14 @@ def offer_price(*, subscription: Subscription, plan: Plan, price: Price | None, 
     return offer
 
 
-def plans_page_get(*, subscription: Subscription, interval: str, seats: dict[int, int], now: datetime) -> PlansPage:
-    """Every tier of the subscription's product (and the other products as cross-grades), priced live."""
+def plans_page_get(*, subscription: Subscription, interval: str, seats: dict[int, int], now: datetime,
+                   seat_errors: dict[int, str] | None = None) -> PlansPage:
+    """Every tier of the subscription's product (and the other products as cross-grades), priced live.
+
+    `seats` are the customer's own counts per plan: priced as given, so a count outside a plan's limits
+    is refused with the reason. Plans without a count start at the subscription's seats, within limits.
+    """
+    seat_errors = seat_errors or {}
     currency = subscription.price.currency
     plans = list(Plan.objects.filter(is_active=True, product__is_active=True).select_related("product")
                  .prefetch_related(Prefetch("plan_features", queryset=PlanFeature.objects.select_related("feature")))
@@ -160,14 +167,19 @@ def plans_page_get(*, subscription: Subscription, interval: str, seats: dict[int
     subscribed = set(Subscription.objects.filter(customer=subscription.customer_id)
                      .exclude(status=Subscription.Status.CANCELLED).values_list("product_id", flat=True))
     for plan in plans:
+        if plan.product_id != subscription.product_id and plan.product_id in subscribed:
+            continue
         price = prices.get((plan.pk, interval))
-        wanted = seats.get(plan.pk, subscription.quantity)
+        chosen = seats.get(plan.pk)
+        count = chosen if chosen is not None and plan.pk not in seat_errors else \
+            _clamp_seats(price, subscription.quantity)
+        offer = offer_price(subscription=subscription, plan=plan, price=price, seats=count, now=now,
+                            context=context, prices=prices)
+        if plan.pk in seat_errors:
+            offer.seat_error, offer.quote = seat_errors[plan.pk], None
         if plan.product_id == subscription.product_id:
-            offers.append(offer_price(subscription=subscription, plan=plan, price=price,
-                                      seats=_clamp_seats(price, wanted), now=now, context=context, prices=prices))
-        elif plan.product_id not in subscribed:
-            offer = offer_price(subscription=subscription, plan=plan, price=price, seats=_clamp_seats(price, wanted),
-                                now=now, context=context, prices=prices)
+            offers.append(offer)
+        else:
             offer.gains, offer.losses = _gains_and_losses(current_values, plan)
             crossgrades.append(offer)
     features = list(Feature.objects.order_by("sort_order", "code"))

@@ -131,13 +131,19 @@ def _interval(request: HttpRequest, subscription: Subscription) -> str:
     return interval if interval in ("month", "quarter", "year") else subscription.price.interval
 
 
-def _seats_from_query(request: HttpRequest) -> dict[int, int]:
-    """seats_<plan id>=N from the plans page's no-JavaScript forms."""
-    seats = {}
+def _seats_from_query(request: HttpRequest) -> tuple[dict[int, int], dict[int, str]]:
+    """seats_<plan id>=N from the plans page's no-JavaScript forms: the counts, and what could not be read."""
+    seats, errors = {}, {}
     for key, value in request.GET.items():
-        if key.startswith("seats_") and key[6:].isdigit() and value.isdigit():
-            seats[int(key[6:])] = min(int(value), 1_000_000)
-    return seats
+        if not (key.startswith("seats_") and key[6:].isdigit()):
+            continue
+        form = SeatsForm({"seats": value})
+        if form.is_valid() and form.cleaned_data["seats"]:
+            seats[int(key[6:])] = form.cleaned_data["seats"]
+        else:
+            errors[int(key[6:])] = " ".join(str(e) for e in form.errors.get("seats", [])) or \
+                _("Enter the number of seats as a whole number.")
+    return seats, errors
 
 
 @login_required
@@ -148,8 +154,9 @@ def plans(request: HttpRequest, customer_id: int, subscription_id: int) -> HttpR
     if subscription.status == Subscription.Status.CANCELLED:
         messages.info(request, _("This subscription has ended."))
         return redirect("portal:overview", customer_id=customer_id)
-    page = plans_page_get(subscription=subscription, interval=_interval(request, subscription),
-                          seats=_seats_from_query(request), now=timezone.now())
+    seats, seat_errors = _seats_from_query(request)
+    page = plans_page_get(subscription=subscription, interval=_interval(request, subscription), seats=seats,
+                          seat_errors=seat_errors, now=timezone.now())
     template = "portal/plans.html#plans-grid" if request.htmx and request.htmx.target == "plans-grid" else \
         "portal/plans.html"
     return _page(request, membership, template, page=page, nav="plans")
@@ -268,7 +275,7 @@ def confirm(request: HttpRequest, customer_id: int, quote_id: int) -> HttpRespon
                                    now=now)
     except BillingError as error:
         if error.code != "idempotency_in_progress":
-            messages.error(request, error.detail)
+            messages.error(request, _("This form has expired; review the change again and confirm."))
             return redirect("portal:review", customer_id=customer_id, quote_id=quote_id)
         stored = _wait_for_first_submit(request, key)
     if stored is not None:
