@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from billing.money import is_currency
 
@@ -18,9 +19,9 @@ def validate_currency(value: str) -> None:
 
 
 class Interval(models.TextChoices):
-    MONTH = "month", "Monthly"
-    QUARTER = "quarter", "Quarterly"
-    YEAR = "year", "Yearly"
+    MONTH = "month", _("Monthly")
+    QUARTER = "quarter", _("Quarterly")
+    YEAR = "year", _("Yearly")
 
 
 INTERVAL_DAYS = {"month": Decimal("30.436875"), "quarter": Decimal("91.310625"), "year": Decimal("365.2425")}
@@ -64,12 +65,12 @@ class Plan(models.Model):
 
 class Price(models.Model):
     class Pricing(models.TextChoices):
-        FLAT = "flat", "Flat (one unit)"
-        PER_SEAT = "per_seat", "Per seat"
+        FLAT = "flat", _("Flat (one unit)")
+        PER_SEAT = "per_seat", _("Per seat")
 
     class TaxBehavior(models.TextChoices):
-        EXCLUSIVE = "exclusive", "Tax exclusive (tax added on top)"
-        INCLUSIVE = "inclusive", "Tax inclusive (tax included in the price)"
+        EXCLUSIVE = "exclusive", _("Tax exclusive (tax added on top)")
+        INCLUSIVE = "inclusive", _("Tax inclusive (tax included in the price)")
 
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="prices")
     currency = models.CharField(max_length=3, validators=[validate_currency], help_text="ISO 4217 code, e.g. EUR.")
@@ -113,8 +114,8 @@ class Price(models.Model):
 
 class Feature(models.Model):
     class Kind(models.TextChoices):
-        BOOLEAN = "boolean", "On/off"
-        LIMIT = "limit", "Numeric limit"
+        BOOLEAN = "boolean", _("On/off")
+        LIMIT = "limit", _("Numeric limit")
 
     code = models.SlugField(unique=True, help_text="Stable identifier that products check, e.g. 'sso'.")
     name = models.CharField(max_length=100)
@@ -152,21 +153,21 @@ class PlanFeature(models.Model):
 
 
 class Direction(models.TextChoices):
-    UPGRADE = "upgrade", "Upgrade"
-    DOWNGRADE = "downgrade", "Downgrade"
-    CROSSGRADE = "crossgrade", "Cross-grade"
-    CANCEL = "cancel", "Cancellation"
+    UPGRADE = "upgrade", _("Upgrade")
+    DOWNGRADE = "downgrade", _("Downgrade")
+    CROSSGRADE = "crossgrade", _("Cross-grade")
+    CANCEL = "cancel", _("Cancellation")
 
 
 class Timing(models.TextChoices):
-    NOW = "now", "Now"
-    PERIOD_END = "period_end", "At period end"
+    NOW = "now", _("Now")
+    PERIOD_END = "period_end", _("At period end")
 
 
 class Mode(models.TextChoices):
-    PRORATED = "prorated", "Prorated"
-    FULL = "full", "Full period"
-    NONE = "none", "None"
+    PRORATED = "prorated", _("Prorated")
+    FULL = "full", _("Full period")
+    NONE = "none", _("None")
 
 
 class ChangeRule(models.Model):

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from billing.models.catalog import validate_currency
 
@@ -22,8 +23,8 @@ def validate_timezone(value: str) -> None:
 
 class Customer(models.Model):
     class Granularity(models.TextChoices):
-        DAY = "day", "Day"
-        SECOND = "second", "Second"
+        DAY = "day", _("Day")
+        SECOND = "second", _("Second")
 
     name = models.CharField(max_length=200)
     email = models.EmailField(help_text="Billing contact.")
@@ -51,9 +52,9 @@ class Customer(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
-        OWNER = "owner", "Owner"
-        BILLING_ADMIN = "billing_admin", "Billing admin"
-        MEMBER = "member", "Member"
+        OWNER = "owner", _("Owner")
+        BILLING_ADMIN = "billing_admin", _("Billing admin")
+        MEMBER = "member", _("Member")
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")

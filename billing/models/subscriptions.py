@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from billing.models.catalog import Direction, Mode, Price, Product, Timing
 from billing.models.customers import Customer
@@ -16,10 +17,10 @@ AMOUNT = {"max_digits": 18, "decimal_places": 4}
 
 class Subscription(models.Model):
     class Status(models.TextChoices):
-        TRIALING = "trialing", "Trialing"
-        ACTIVE = "active", "Active"
-        PAST_DUE = "past_due", "Past due"
-        CANCELLED = "cancelled", "Cancelled"
+        TRIALING = "trialing", _("Trialing")
+        ACTIVE = "active", _("Active")
+        PAST_DUE = "past_due", _("Past due")
+        CANCELLED = "cancelled", _("Cancelled")
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
@@ -54,8 +55,8 @@ class Quote(models.Model):
     """A priced, explained, expiring offer for one change, computed at one instant."""
 
     class Status(models.TextChoices):
-        OPEN = "open", "Open"
-        ACCEPTED = "accepted", "Accepted"
+        OPEN = "open", _("Open")
+        ACCEPTED = "accepted", _("Accepted")
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="quotes")
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="quotes")
@@ -103,12 +104,12 @@ class PlanChange(models.Model):
     """The record of a change being executed: pending → applied | failed, or scheduled → applied."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending payment"
-        REQUIRES_ACTION = "requires_action", "Waiting for customer authentication"
-        SCHEDULED = "scheduled", "Scheduled"
-        APPLIED = "applied", "Applied"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        PENDING = "pending", _("Pending payment")
+        REQUIRES_ACTION = "requires_action", _("Waiting for customer authentication")
+        SCHEDULED = "scheduled", _("Scheduled")
+        APPLIED = "applied", _("Applied")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
 
     IN_FLIGHT = (Status.PENDING, Status.REQUIRES_ACTION)
     LIVE = (Status.PENDING, Status.REQUIRES_ACTION, Status.SCHEDULED, Status.APPLIED)
@@ -177,10 +178,10 @@ class BalanceEntry(models.Model):
     """Append-only customer balance ledger. Positive amounts are credit held for the customer."""
 
     class Kind(models.TextChoices):
-        CHANGE_CREDIT = "change_credit", "Credit from an immediate downgrade"
-        APPLIED_TO_CHANGE = "applied_to_change", "Applied to a plan change"
-        PAYMENT_CREDIT = "payment_credit", "Payment received for a change that was not applied"
-        ADJUSTMENT = "adjustment", "Staff adjustment"
+        CHANGE_CREDIT = "change_credit", _("Credit from an immediate downgrade")
+        APPLIED_TO_CHANGE = "applied_to_change", _("Applied to a plan change")
+        PAYMENT_CREDIT = "payment_credit", _("Payment received for a change that was not applied")
+        ADJUSTMENT = "adjustment", _("Staff adjustment")
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balance_entries")
     currency = models.CharField(max_length=3)
@@ -242,10 +243,10 @@ class LocalPayment(models.Model):
     """A payment in the local gateway (the embedded stand-in for Stripe's test mode)."""
 
     class Status(models.TextChoices):
-        SUCCEEDED = "succeeded", "Succeeded"
-        DECLINED = "declined", "Declined"
-        REQUIRES_ACTION = "requires_action", "Requires authentication"
-        CANCELED = "canceled", "Canceled"
+        SUCCEEDED = "succeeded", _("Succeeded")
+        DECLINED = "declined", _("Declined")
+        REQUIRES_ACTION = "requires_action", _("Requires authentication")
+        CANCELED = "canceled", _("Canceled")
 
     reference = models.CharField(max_length=40, unique=True)
     idempotency_key = models.CharField(max_length=255, unique=True)

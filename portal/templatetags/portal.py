@@ -70,7 +70,10 @@ def line_text(line: dict) -> str:
     if line["kind"] == "credit":
         text = gettext("Unused time on %(plan)s × %(quantity)s, %(span)s") % values
     elif line.get("mode") == "full" and remaining == total == "1":
-        return gettext("New billing period for %(plan)s × %(quantity)s, %(span)s") % values
+        months = (end.year - start.year) * 12 + end.month - start.month
+        adjective = {1: gettext("monthly"), 3: gettext("quarterly"), 12: gettext("yearly")}.get(months, "")
+        return gettext("New billing period for %(plan)s × %(quantity)s, %(span)s (%(adjective)s)") % {
+            **values, "adjective": adjective}
     else:
         text = gettext("Remaining time on %(plan)s × %(quantity)s, %(span)s") % values
     if line.get("mode") == "full":
@@ -80,3 +83,11 @@ def line_text(line: dict) -> str:
         line["unit"] == "day" else ngettext("%(remaining)s of %(total)s second", "%(remaining)s of %(total)s seconds",
                                             count)
     return f"{text} ({unit % {'remaining': remaining, 'total': total}})"
+
+
+@register.filter
+def interval_word(interval: str) -> str:
+    """month / quarter / year in the reader's language, for sentences such as "per month"."""
+    from django.utils.translation import gettext
+
+    return {"month": gettext("month"), "quarter": gettext("quarter"), "year": gettext("year")}.get(interval, interval)

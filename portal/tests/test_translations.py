@@ -282,7 +282,7 @@ def test_line_text_in_german_for_a_new_annual_period():
     charge = next(line for line in lines if line["kind"] == "charge")
     with translation.override("de"):
         text = line_text(charge)
-    assert text == "Neuer Abrechnungszeitraum für Analytics Pro × 5, 16. Jan. 2026 – 16. Jan. 2027"
+    assert text == "Neuer Abrechnungszeitraum für Analytics Pro × 5, 16. Jan. 2026 – 16. Jan. 2027 (jährlich)"
 
 
 @pytest.mark.django_db
