@@ -76,7 +76,7 @@ class PlanOffer:
     is_current: bool
     quote: Quote | None = None
     refusal: str = ""
-    saving: tuple[Decimal, Decimal] | None = None  # (amount a year, percent) of annual against monthly
+    saving: tuple[Decimal, Decimal] | None = None  # (amount a year, fraction) of annual against monthly
     seat_error: str = ""  # the customer's seat count could not be read
     gains: list[str] = field(default_factory=list)
     losses: list[str] = field(default_factory=list)
@@ -121,8 +121,8 @@ def _annual_saving(plan: Plan, seats: int, prices: dict[tuple[int, str], Price])
     saving = twelve_months - yearly.unit_amount * units
     if saving <= 0:
         return None
-    percent = (saving * 100 / twelve_months).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-    return saving, percent
+    fraction = (saving / twelve_months).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)  # 16.7 %
+    return saving, fraction
 
 
 def offer_price(*, subscription: Subscription, plan: Plan, price: Price | None, seats: int, now: datetime,

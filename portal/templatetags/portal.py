@@ -91,3 +91,9 @@ def interval_word(interval: str) -> str:
     from django.utils.translation import gettext
 
     return {"month": gettext("month"), "quarter": gettext("quarter"), "year": gettext("year")}.get(interval, interval)
+
+
+@register.filter
+def negative(amount):
+    """The amount with its sign flipped, so money() writes the locale's own minus sign."""
+    return -Decimal(amount)
