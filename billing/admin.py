@@ -12,7 +12,12 @@ from billing.models import (
     BalanceEntry,
     ChangeRule,
     Customer,
+    DocumentSeries,
+    ExchangeRate,
     Feature,
+    Invoice,
+    InvoiceLine,
+    LegalEntity,
     LocalPayment,
     Membership,
     PaymentMethod,
@@ -265,6 +270,45 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_select_related = ["customer"]
     search_fields = ["customer__name", "actor_label", "object_id"]
     date_hierarchy = "created_at"
+
+
+@admin.register(LegalEntity)
+class LegalEntityAdmin(admin.ModelAdmin):
+    list_display = ["name", "country", "vat_id", "base_currency", "invoice_prefix", "credit_note_prefix", "is_default"]
+
+
+@admin.register(DocumentSeries)
+class DocumentSeriesAdmin(ReadOnlyAdmin):
+    list_display = ["legal_entity", "kind", "year", "prefix", "next_number"]
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    fields = ["position", "description", "quantity", "unit_amount", "amount", "tax_rate"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    """Issued documents are immutable: corrections are credit notes."""
+
+    list_display = ["number", "kind", "status", "customer", "issued_at", "total", "currency", "reverse_charge"]
+    list_filter = ["kind", "status", "currency", "reverse_charge"]
+    list_select_related = ["customer"]
+    search_fields = ["number", "customer__name", "buyer_vat_id"]
+    date_hierarchy = "issued_at"
+    inlines = [InvoiceLineInline]
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(admin.ModelAdmin):
+    list_display = ["base_currency", "quote_currency", "rate", "valid_on"]
+    list_filter = ["base_currency", "quote_currency"]
 
 
 @admin.register(LocalPayment)

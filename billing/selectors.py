@@ -12,6 +12,7 @@ from django.db.models import F, Prefetch, QuerySet, Sum
 from billing.models import (
     BalanceEntry,
     Customer,
+    LegalEntity,
     Membership,
     PaymentMethod,
     Plan,
@@ -23,6 +24,7 @@ from billing.models import (
     Subscription,
     TaxRate,
 )
+from billing.tax import TaxDecision, tax_decision
 
 
 def customer_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Customer]:
@@ -117,6 +119,18 @@ def tax_rate_for(*, country: str, on: date) -> TaxRate | None:
     return TaxRate.objects.filter(country=country, valid_from__lte=on).order_by("-valid_from").first()
 
 
+def legal_entity_default() -> LegalEntity | None:
+    return LegalEntity.objects.filter(is_default=True).first()
+
+
+def tax_decision_for(*, customer: Customer, on: date, entity: LegalEntity | None = None) -> TaxDecision:
+    """The VAT treatment of a sale to `customer` on that day: recalculated every time, never copied."""
+    entity = entity or legal_entity_default()
+    rate = tax_rate_for(country=customer.country, on=on)
+    return tax_decision(seller_country=entity.country if entity else "", buyer_country=customer.country,
+                        buyer_vat_id=customer.vat_id, country_rate=rate.rate if rate else None)
+
+
 def customer_balance(*, customer: Customer, currency: str) -> Decimal:
     total = BalanceEntry.objects.filter(customer=customer, currency=currency).aggregate(s=Sum("amount"))["s"]
     return total if total is not None else Decimal(0)
@@ -153,9 +167,9 @@ def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChan
         return None
     price = scheduled.to_price if scheduled is not None else subscription.price
     quantity = scheduled.to_quantity if scheduled is not None else subscription.quantity
-    customer = subscription.customer
-    rate = tax_rate_for(country=customer.country, on=subscription.current_period_end.date())
-    tax = proration.Tax(rate=rate.rate, inclusive=price.tax_behavior == Price.TaxBehavior.INCLUSIVE) if rate else None
+    decision = tax_decision_for(customer=subscription.customer, on=subscription.current_period_end.date())
+    tax = (proration.Tax(rate=decision.rate, inclusive=price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
+           if decision.rate is not None else None)
     item = proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
                           discount_percent=subscription.discount_percent)
     subtotal = proration.period_amount(item, price.currency)

@@ -13,6 +13,7 @@ from billing.models.catalog import (
     Timing,
 )
 from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
+from billing.models.invoices import DocumentSeries, ExchangeRate, Invoice, InvoiceLine, LegalEntity
 from billing.models.subscriptions import (
     AuditEvent,
     BalanceEntry,
@@ -25,6 +26,7 @@ from billing.models.subscriptions import (
 
 __all__ = [
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
+    "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
     "PlanChange", "PlanFeature", "Price", "Product", "Quote", "Subscription", "TaxRate", "Timing",
 ]

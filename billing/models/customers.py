@@ -32,7 +32,9 @@ class Customer(models.Model):
     country = models.CharField(max_length=2, validators=[validate_country],
                                help_text="ISO 3166-1 alpha-2; decides the tax rate.")
     address = models.TextField(blank=True)
-    vat_id = models.CharField(max_length=30, blank=True)
+    vat_id = models.CharField(max_length=30, blank=True,
+                              help_text="For EU businesses: checked for format and check digits; a valid ID from "
+                                        "another EU country than the seller's makes invoices reverse-charged.")
     timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone],
                                 help_text="Billing timezone: proration days are counted on its calendar.")
     granularity = models.CharField(max_length=6, choices=Granularity.choices, default=Granularity.DAY,
@@ -48,6 +50,13 @@ class Customer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from billing.tax import EU_MEMBER_STATES, vat_id_valid_for
+
+        if self.vat_id and self.country in EU_MEMBER_STATES and not vat_id_valid_for(self.vat_id, self.country):
+            raise ValidationError({"vat_id": f"{self.vat_id} is not a valid VAT ID for {self.country} "
+                                             "(format or check digits)."})
 
 
 class Membership(models.Model):

@@ -81,6 +81,7 @@ class Quote(models.Model):
     subtotal = models.DecimalField(**AMOUNT)
     tax_rate = models.DecimalField(max_digits=7, decimal_places=5, null=True)
     tax_inclusive = models.BooleanField(default=False)
+    reverse_charge = models.BooleanField(default=False)
     tax = models.DecimalField(**AMOUNT)
     total = models.DecimalField(**AMOUNT)
     balance_before = models.DecimalField(**AMOUNT)

@@ -20,8 +20,9 @@ from billing.errors import ChangeConflict, ChangeRefused
 from billing.models import BalanceEntry, Customer, Direction, PlanChange, Quote, Subscription, Timing
 from billing.money import Money, format_amount
 from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
-from billing.selectors import customer_balance, payment_method_default
+from billing.selectors import customer_balance, legal_entity_default, payment_method_default
 from billing.services.audit import audit_event_record, subscription_snapshot
+from billing.services.invoices import invoice_for_plan_change
 from entitlements.services import entitlements_sync
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                 "approval_required",
                 _("This change needs approval by our team; contact support to have it approved."),
             )
+        if quote.timing == Timing.NOW and quote.lines and legal_entity_default() is None:
+            raise ChangeRefused("no_legal_entity", _("Invoicing is not set up yet; contact support."))
         payment_method = None
         if quote.amount_due > 0:
             payment_method = payment_method_default(customer=customer)
@@ -274,6 +277,7 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
     change.save()
     if change.timing == Timing.NOW:
         _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
+        invoice_for_plan_change(change=change, customer=customer, now=now, actor=actor)
     entitlements_sync(customer=customer)
     audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
                        reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),

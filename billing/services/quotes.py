@@ -24,11 +24,11 @@ from billing.models import (
     Price,
     Quote,
     Subscription,
-    TaxRate,
     Timing,
 )
 from billing.money import minor_unit
-from billing.selectors import customer_balance, tax_rate_for
+from billing.selectors import customer_balance, tax_decision_for
+from billing.tax import TaxDecision
 
 
 def change_direction(*, from_price: Price, from_quantity: int, to_price: Price, to_quantity: int) -> str:
@@ -80,7 +80,7 @@ class PricingContext:
     """What pricing reads besides the subscription and the price: read once, reused for every plan shown."""
 
     rules: list[ChangeRule]
-    tax_rate: TaxRate | None
+    tax: TaxDecision
     balance: Decimal
     open_changes: list[tuple[int, str, int]]  # (plan change id, status, subscription id): in flight or scheduled
 
@@ -89,7 +89,7 @@ def pricing_context(*, subscription: Subscription, now: datetime) -> PricingCont
     customer = subscription.customer
     return PricingContext(
         rules=list(ChangeRule.objects.filter(is_active=True).order_by("position", "id")),
-        tax_rate=tax_rate_for(country=customer.country, on=now.astimezone(ZoneInfo(customer.timezone)).date()),
+        tax=tax_decision_for(customer=customer, on=now.astimezone(ZoneInfo(customer.timezone)).date()),
         balance=customer_balance(customer=customer, currency=subscription.price.currency),
         open_changes=list(
             PlanChange.objects.filter(
@@ -246,9 +246,9 @@ def quote_price(
                                   context=context, cancel=cancel)
     rule = eligible.rule
     currency = to_price.currency
-    tax_rate, balance = context.tax_rate, context.balance
-    tax = (proration.Tax(rate=tax_rate.rate, inclusive=to_price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
-           if tax_rate else None)
+    decision, balance = context.tax, context.balance
+    tax = (proration.Tax(rate=decision.rate, inclusive=to_price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
+           if decision.rate is not None else None)
     current = _item(subscription.price, subscription.quantity, subscription.discount_percent)
     target = _item(to_price, quantity, subscription.discount_percent)
     tz = ZoneInfo(customer.timezone)
@@ -292,7 +292,7 @@ def quote_price(
         to_quantity=quantity, direction=eligible.direction, change_rule=rule, timing=rule.timing,
         credit_mode=credit_mode, charge_mode=charge_mode, requires_approval=rule.requires_approval,
         effective_at=effective_at, currency=currency, lines=lines,
-        subtotal=totals.subtotal, tax_rate=tax_rate.rate if tax_rate else None,
+        subtotal=totals.subtotal, tax_rate=decision.rate, reverse_charge=decision.reverse_charge,
         tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
         balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
         balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,

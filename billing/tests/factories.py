@@ -14,6 +14,7 @@ from billing.models import (
     ChangeRule,
     Customer,
     Feature,
+    LegalEntity,
     Membership,
     PaymentMethod,
     Plan,
@@ -166,6 +167,9 @@ def subscription_setup(*, payment_method: str = "pm_card_visa", tax_rate: str | 
     PlanFeature.objects.create(plan=business, feature=sso)
     if tax_rate is not None:
         TaxRate.objects.create(country="DE", rate=Decimal(tax_rate), valid_from="2020-01-01")
+    LegalEntity.objects.get_or_create(is_default=True, defaults={
+        "name": "Crossgrade GmbH", "address": "Musterstraße 1\n10115 Berlin", "country": "DE",
+        "vat_id": "DE136695976"})
     if rules:
         default_rules()
     subscription = Subscription.objects.create(

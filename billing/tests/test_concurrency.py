@@ -173,3 +173,29 @@ def test_customers_crossing_prices_in_opposite_directions_do_not_deadlock():
     results = run_in_threads(len(customers), lambda i: quote_accept(quote=customers[i][1], actor=customers[i][0].owner,
                                                                      now=now).status)
     assert results == ["applied"] * len(customers), results
+
+
+def test_concurrent_issuing_takes_unique_contiguous_numbers_and_leaves_no_gaps():
+    """12 threads issue at once; every third one fails after taking its number and rolls back."""
+    from billing.models import LegalEntity
+    from billing.services.invoices import document_number_take
+
+    subscription_setup()
+    entity = LegalEntity.objects.get()
+
+    def issue(index: int) -> str | None:
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                number = document_number_take(entity=entity, kind="invoice", year=2026)
+                if index % 3 == 0:
+                    raise RuntimeError("issuing failed after the number was taken")
+                return number
+        except RuntimeError:
+            return None
+
+    results = run_in_threads(12, issue)
+    numbers = sorted(r for r in results if isinstance(r, str))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert numbers == [f"CG-2026-{n:06d}" for n in range(1, 9)]  # 8 committed, 1..8, no gap, no duplicate

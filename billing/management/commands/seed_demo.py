@@ -16,7 +16,9 @@ from billing import proration
 from billing.models import (
     ChangeRule,
     Customer,
+    ExchangeRate,
     Feature,
+    LegalEntity,
     Membership,
     PaymentMethod,
     Plan,
@@ -81,7 +83,10 @@ CUSTOMERS = [
      [("erin", "owner")], [("analytics", "starter", "month", 4)]),
     ("Tanaka KK", "keiri@tanaka.example", "JP", "JPY", "Asia/Tokyo", "day", ("pm_card_visa", "Visa ending 4242"),
      [("kenji", "owner")], [("analytics", "business", "month", 3)]),
+    ("Société Exemple SA", "compta@exemple.example", "FR", "EUR", "Europe/Paris", "day",
+     ("pm_card_visa", "Visa ending 4242"), [("fleur", "owner")], [("analytics", "pro", "month", 8)]),
 ]
+VAT_IDS = {"Société Exemple SA": "FR40303265045"}  # a valid French VAT ID: invoices are reverse-charged
 
 RULES = [
     # position, name, match, decision
@@ -128,6 +133,12 @@ class Command(BaseCommand):
             "collab": self._product("collab", "Collaboration", "Shared workspaces for teams, priced per workspace.",
                                     2, COLLAB, features),
         }
+        LegalEntity.objects.update_or_create(is_default=True, defaults={
+            "name": "Crossgrade GmbH", "address": "Musterstraße 1\n10115 Berlin\nGermany", "country": "DE",
+            "vat_id": "DE136695976", "base_currency": "EUR", "invoice_prefix": "CG", "credit_note_prefix": "CGC"})
+        for base, quote, rate in (("EUR", "USD", "1.0850"), ("EUR", "GBP", "0.8420"), ("EUR", "JPY", "162.50")):
+            ExchangeRate.objects.update_or_create(base_currency=base, quote_currency=quote, valid_on=date(2026, 1, 1),
+                                                  defaults={"rate": Decimal(rate)})
         for country, rate in TAX_RATES.items():
             TaxRate.objects.update_or_create(country=country, valid_from=date(2020, 1, 1),
                                              defaults={"rate": Decimal(rate), "name": "VAT"})
@@ -150,7 +161,8 @@ class Command(BaseCommand):
         for name, email, country, currency, tz, granularity, method, members, subs in CUSTOMERS:
             customer, _ = Customer.objects.update_or_create(name=name, defaults={
                 "email": email, "country": country, "currency": currency, "timezone": tz,
-                "granularity": granularity, "address": f"{name}\n1 Demo Street\n{country}"})
+                "granularity": granularity, "address": f"{name}\n1 Demo Street\n{country}",
+                "vat_id": VAT_IDS.get(name, "")})
             PaymentMethod.objects.update_or_create(customer=customer, is_default=True, defaults={
                 "gateway": "local", "reference": method[0], "label": method[1]})
             for username, role in members:
@@ -167,7 +179,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}")
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
-                          f"erin (Initech, GBP, card declines), kenji (Tanaka KK, JPY); password {DEMO_PASSWORD}")
+                          f"erin (Initech, GBP, card declines), kenji (Tanaka KK, JPY), "
+                          f"fleur (Société Exemple, EUR, reverse charge); password {DEMO_PASSWORD}")
         self.stdout.write(f"  API token (alice):  {token.key}")
 
     def _product(self, code, name, description, order, plans, features) -> Product:

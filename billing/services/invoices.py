@@ -1,0 +1,102 @@
+"""Invoices and credit notes for applied plan changes; numbers taken only at issue, without gaps.
+
+A document is built from the plan change's own lines and amounts (what was charged or credited), with the
+VAT treatment recalculated for the supply date. It is issued inside the transaction that applies the
+change, so a change never exists without its document, nor a number without its document.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from billing import proration
+from billing.errors import BillingError
+from billing.models import Customer, DocumentSeries, Invoice, InvoiceLine, LegalEntity, PlanChange, Timing
+from billing.selectors import legal_entity_default, tax_decision_for
+
+logger = logging.getLogger(__name__)
+
+
+def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
+    """The next number of the series, in the caller's transaction: the series row stays locked until it
+    commits, so concurrent issuers queue (no duplicates) and a rolled-back issue returns its number (no gaps)."""
+    prefix = entity.invoice_prefix if kind == Invoice.Kind.INVOICE else entity.credit_note_prefix
+    try:
+        with transaction.atomic():
+            DocumentSeries.objects.get_or_create(legal_entity=entity, kind=kind, year=year,
+                                                 defaults={"prefix": prefix})
+    except IntegrityError:  # another transaction created the series first
+        pass
+    series = DocumentSeries.objects.select_for_update().get(legal_entity=entity, kind=kind, year=year)
+    number = series.next_number
+    series.next_number = number + 1
+    series.save(update_fields=["next_number"])
+    return f"{series.prefix}-{year}-{number:06d}"
+
+
+def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
+    """Draft → issued: the number is taken now, inside this transaction."""
+    if invoice.status != Invoice.Status.DRAFT:
+        raise BillingError("not_a_draft", f"{invoice} is already issued.", status=409)
+    invoice.number = document_number_take(entity=invoice.legal_entity, kind=invoice.kind, year=now.year)
+    invoice.status = Invoice.Status.ISSUED
+    invoice.issued_at = now
+    invoice.save()
+    return invoice
+
+
+def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: datetime,
+                            actor: AbstractBaseUser | None) -> Invoice | None:
+    """The invoice (total ≥ 0) or credit note (total < 0) of an applied immediate change; call in _apply's
+    transaction. Nothing for changes with nothing to bill (period-end changes, trials)."""
+    if change.timing != Timing.NOW or not change.lines:
+        return None
+    entity = legal_entity_default()
+    if entity is None:
+        raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
+    supply_date = (change.quote.created_at if change.quote_id else change.effective_at)
+    decision = tax_decision_for(customer=customer, on=supply_date.date(), entity=entity)
+    credit = change.total < 0
+    sign = Decimal(-1) if credit else Decimal(1)
+    tax = proration.Tax(rate=decision.rate, inclusive=change.to_price.tax_behavior == "inclusive") \
+        if decision.rate is not None else None
+    subtotal = sum((Decimal(line["amount"]) for line in change.lines), Decimal(0))
+    totals = proration.totals_for(subtotal, tax, Decimal(0), change.currency)
+    if (totals.subtotal, totals.tax, totals.total) != (change.subtotal, change.tax, change.total):
+        # Same inputs as the quote, so this cannot differ; if it ever does, the amounts charged win.
+        logger.error("plan change %s: recalculated tax %s differs from the charged %s", change.pk, totals.tax,
+                     change.tax)
+    invoice = Invoice.objects.create(
+        kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
+        plan_change=change, supply_start=change.effective_at, supply_end=change.new_period_end,
+        currency=change.currency, language=customer.language,
+        seller_name=entity.name, seller_address=entity.address, seller_country=entity.country,
+        seller_vat_id=entity.vat_id, buyer_name=customer.name, buyer_address=customer.address,
+        buyer_country=customer.country, buyer_vat_id=customer.vat_id,
+        tax_inclusive=bool(tax and tax.inclusive), reverse_charge=decision.reverse_charge,
+        legal_mention=decision.mention,
+        subtotal=sign * change.subtotal, tax_total=sign * change.tax, total=sign * change.total,
+        tax_breakdown=[{"rate": str(decision.rate if decision.rate is not None else 0),
+                        "taxable": str(sign * (change.subtotal - change.tax if tax and tax.inclusive else change.subtotal)),
+                        "tax": str(sign * change.tax)}],
+        balance_applied=change.balance_applied, amount_paid=change.amount_due,
+        payment_reference=change.payment_reference, created_at=now,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    InvoiceLine.objects.bulk_create([
+        InvoiceLine(invoice=invoice, position=index, description=line["description"][:500], quantity=1,
+                    unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
+                    tax_rate=decision.rate)
+        for index, line in enumerate(change.lines, start=1)
+    ])
+    invoice_issue(invoice=invoice, now=now)
+    if not credit:
+        invoice.status = Invoice.Status.PAID
+        invoice.paid_at = now
+        invoice.save(update_fields=["status", "paid_at"])
+    return invoice
