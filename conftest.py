@@ -11,8 +11,11 @@ from django.db import connection
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache_and_eager_tasks(settings):
+def _isolated_cache_and_eager_tasks(settings, tmp_path):
     from django.core.cache import cache
+
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, tests only
 

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing.models import PlanChange
+from billing.services.invoice_pdfs import invoice_pdf_render
 from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_apply_due, plan_changes_reconcile
 
 
@@ -25,3 +26,8 @@ def payment_updated(*, gateway: str, reference: str) -> str | None:
     if change is None:
         return None
     return plan_change_refresh_payment(plan_change=change, now=timezone.now()).status
+
+
+@shared_task(name="billing.tasks.render_invoice_pdf", autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def render_invoice_pdf(invoice_id: int) -> str:
+    return invoice_pdf_render(invoice_id=invoice_id).pdf.name

@@ -10,7 +10,18 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Prefetch, QuerySet
 
 from billing.errors import ChangeRefused
-from billing.models import Customer, Feature, Membership, Plan, PlanChange, PlanFeature, Price, Quote, Subscription
+from billing.models import (
+    Customer,
+    Feature,
+    Invoice,
+    Membership,
+    Plan,
+    PlanChange,
+    PlanFeature,
+    Price,
+    Quote,
+    Subscription,
+)
 from billing.selectors import Renewal, customer_balances, subscription_next_renewal
 from billing.services.quotes import PricingContext, pricing_context, quote_price
 from entitlements.selectors import Entitlement, entitlements_for_customer
@@ -227,5 +238,7 @@ def unlocked_features(*, change: PlanChange, customer: Customer) -> tuple[list[E
 
 
 def billing_history(*, customer: Customer) -> QuerySet[PlanChange]:
+    documents = Invoice.objects.exclude(status=Invoice.Status.DRAFT).order_by("pk")
     return (PlanChange.objects.filter(customer=customer)
-            .select_related("from_price__plan__product", "to_price__plan__product").order_by("-created_at", "-pk"))
+            .select_related("from_price__plan__product", "to_price__plan__product")
+            .prefetch_related(Prefetch("invoices", queryset=documents)).order_by("-created_at", "-pk"))

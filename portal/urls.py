@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="portal:login"), name="logout"),
     path("c/<int:customer_id>/", views.overview, name="overview"),
     path("c/<int:customer_id>/billing/", views.history, name="billing"),
+    path("c/<int:customer_id>/invoices/<int:invoice_id>.pdf", views.invoice_pdf, name="invoice-pdf"),
     path("c/<int:customer_id>/subscriptions/<int:subscription_id>/plans/", views.plans, name="plans"),
     path("c/<int:customer_id>/subscriptions/<int:subscription_id>/plans/<int:plan_id>/price/", views.plan_price,
          name="plan-price"),

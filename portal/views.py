@@ -16,7 +16,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.errors import BillingError
-from billing.models import IdempotencyKey, Membership, Plan, PlanChange, Price, Quote, Subscription
+from billing.models import IdempotencyKey, Invoice, Membership, Plan, PlanChange, Price, Quote, Subscription
 from billing.selectors import payment_method_default, price_get
 from billing.services.idempotency import (
     idempotency_begin,
@@ -32,6 +32,7 @@ from billing.services.idempotency import (
     idempotency_release,
     request_fingerprint,
 )
+from billing.services.invoice_pdfs import invoice_pdf_render
 from billing.services.plan_changes import plan_change_cancel, plan_change_refresh_payment, quote_accept
 from billing.services.quotes import pricing_context, quote_create
 from portal.forms import ConfirmForm, PlanChoiceForm, RateLimitedLoginForm, SeatsForm
@@ -401,6 +402,19 @@ def history(request: HttpRequest, customer_id: int) -> HttpResponse:
     membership = _membership(request, customer_id)
     return _page(request, membership, "portal/billing.html", changes=billing_history(customer=membership.customer),
                  nav="billing")
+
+
+@login_required
+@require_GET
+def invoice_pdf(request: HttpRequest, customer_id: int, invoice_id: int) -> HttpResponse:
+    """The customer's own invoice or credit note as PDF (rendered now if the worker has not yet)."""
+    membership = _membership(request, customer_id)
+    invoice = Invoice.objects.filter(pk=invoice_id, customer=membership.customer).exclude(status="draft").first()
+    if invoice is None:
+        raise Http404(_("No such document."))
+    invoice = invoice_pdf_render(invoice_id=invoice.pk)
+    return FileResponse(invoice.pdf.open("rb"), as_attachment=True, filename=f"{invoice.number}.pdf",
+                        content_type="application/pdf")
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class Invoice(models.Model):
     amount_paid = models.DecimalField(**AMOUNT, default=0)
     paid_at = models.DateTimeField(null=True, blank=True)
     payment_reference = models.CharField(max_length=100, blank=True)
+    pdf = models.FileField(upload_to="invoices/", blank=True,
+                           help_text="Rendered once from this snapshot by a worker after issue; never re-rendered.")
     created_at = models.DateTimeField()
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")

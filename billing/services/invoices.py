@@ -13,11 +13,13 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import translation
 
 from billing import proration
 from billing.errors import BillingError
 from billing.models import Customer, DocumentSeries, Invoice, InvoiceLine, LegalEntity, PlanChange, Timing
 from billing.selectors import legal_entity_default, tax_decision_for
+from billing.templatetags.billing_format import line_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
     invoice.issued_at = now
     invoice.save()
     return invoice
+
+
+def _enqueue_pdf(invoice_id: int) -> None:
+    from billing.tasks import render_invoice_pdf
+
+    render_invoice_pdf.delay(invoice_id)
 
 
 def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: datetime,
@@ -88,13 +96,16 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
         payment_reference=change.payment_reference, created_at=now,
         created_by=actor if actor is not None and actor.is_authenticated else None,
     )
+    with translation.override(customer.language or "en"):  # the snapshot keeps the words the customer reads
+        descriptions = [line_text(line)[:500] for line in change.lines]
     InvoiceLine.objects.bulk_create([
-        InvoiceLine(invoice=invoice, position=index, description=line["description"][:500], quantity=1,
+        InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], quantity=1,
                     unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
                     tax_rate=decision.rate)
         for index, line in enumerate(change.lines, start=1)
     ])
     invoice_issue(invoice=invoice, now=now)
+    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk))
     if not credit:
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = now

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-from babel.numbers import format_currency, format_decimal
 from django import template
-from django.utils.translation import get_language, to_locale
+
+from billing.templatetags.billing_format import line_text, money, negative, number, percent
 
 register = template.Library()
-
-
-def _locale() -> str:
-    return to_locale(get_language() or "en")
-
-
-@register.filter
-def money(amount: Decimal | str | None, currency: str) -> str:
-    """€1,234.56 / 1.234,56 € / ¥1,000 / KWD 1.500: the currency's own digits, the reader's conventions."""
-    if amount is None or amount == "":
-        return ""
-    return format_currency(Decimal(amount), currency, locale=_locale())
-
-
-@register.filter
-def number(value) -> str:
-    return format_decimal(value, locale=_locale())
+for _filter in (money, number, percent, negative, line_text):
+    register.filter(_filter.__name__, _filter)
 
 
 @register.filter
@@ -38,51 +21,6 @@ def feature_value(values: dict, plan_id: int, feature_id: int):
     return values.get((plan_id, feature_id))
 
 
-@register.filter
-def percent(rate) -> str:
-    """A tax rate (0.19) as the reader writes percentages (19 %, 19 %)."""
-    from babel.numbers import format_percent
-
-    return format_percent(Decimal(rate), locale=_locale(), decimal_quantization=False)
-
-
-@register.filter
-def line_text(line: dict) -> str:
-    """A quote line's description in the reader's language.
-
-    English shows the engine's own words (PRORATION.md's format) verbatim; other languages rebuild the
-    same facts, from the line's structured data, through gettext.
-    """
-    from babel.dates import format_date
-    from django.utils.dateparse import parse_datetime
-    from django.utils.translation import gettext, ngettext
-
-    language = get_language() or "en"
-    if language.startswith("en") or not line.get("start"):
-        return line["description"]
-    locale = _locale()
-    start, end = parse_datetime(line["start"]), parse_datetime(line["end"])
-    same_year = start.year == end.year
-    first = format_date(start, "d. MMM" if same_year else "d. MMM y", locale=locale)
-    span = f"{first} – {format_date(end, 'd. MMM y', locale=locale)}"
-    values = {"plan": line.get("item_name") or "", "quantity": line["quantity"], "span": span}
-    remaining, total = line["remaining"], line["total_units"]
-    if line["kind"] == "credit":
-        text = gettext("Unused time on %(plan)s × %(quantity)s, %(span)s") % values
-    elif line.get("mode") == "full" and remaining == total == "1":
-        months = (end.year - start.year) * 12 + end.month - start.month
-        adjective = {1: gettext("monthly"), 3: gettext("quarterly"), 12: gettext("yearly")}.get(months, "")
-        return gettext("New billing period for %(plan)s × %(quantity)s, %(span)s (%(adjective)s)") % {
-            **values, "adjective": adjective}
-    else:
-        text = gettext("Remaining time on %(plan)s × %(quantity)s, %(span)s") % values
-    if line.get("mode") == "full":
-        return f"{text} ({gettext('full period')})"
-    count = int(Decimal(total))
-    unit = ngettext("%(remaining)s of %(total)s day", "%(remaining)s of %(total)s days", count) if \
-        line["unit"] == "day" else ngettext("%(remaining)s of %(total)s second", "%(remaining)s of %(total)s seconds",
-                                            count)
-    return f"{text} ({unit % {'remaining': remaining, 'total': total}})"
 
 
 @register.filter
@@ -91,9 +29,3 @@ def interval_word(interval: str) -> str:
     from django.utils.translation import gettext
 
     return {"month": gettext("month"), "quarter": gettext("quarter"), "year": gettext("year")}.get(interval, interval)
-
-
-@register.filter
-def negative(amount):
-    """The amount with its sign flipped, so money() writes the locale's own minus sign."""
-    return -Decimal(amount)
