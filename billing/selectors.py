@@ -110,7 +110,8 @@ def price_get(*, plan_id: int, currency: str, interval: str) -> Price | None:
     """The plan's active price in that currency and interval, with its plan and product."""
     return (
         Price.objects.select_related("plan__product")
-        .filter(plan_id=plan_id, currency=currency, interval=interval, is_active=True)
+        .filter(plan_id=plan_id, currency=currency, interval=interval, is_active=True, plan__is_active=True,
+                plan__product__is_active=True)
         .first()
     )
 

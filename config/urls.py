@@ -4,7 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing.views import local_gateway_authenticate
 from portal import views as portal_views
+from portal.forms import RateLimitedAdminLoginForm
 
+admin.site.login_form = RateLimitedAdminLoginForm
 admin.site.site_header = "Crossgrade back office"
 admin.site.site_title = "Crossgrade"
 admin.site.index_title = "Catalog, customers and plan changes"

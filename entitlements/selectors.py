@@ -23,6 +23,26 @@ class Entitlement:
     sources: tuple[str, ...]
 
 
+def entitlements_compute(*, customer_id: int) -> list[Entitlement]:
+    """The entitlements from the database as it stands in this transaction, bypassing the cache."""
+    return _compute(customer_id)
+
+
+def entitlements_gained(*, before: list[Entitlement], after: list[Entitlement]) -> list[str]:
+    """Feature codes enabled, or with a higher limit, in `after` than in `before`."""
+    old = {e.feature: e for e in before}
+    gained = []
+    for e in after:
+        previous = old.get(e.feature)
+        if not e.enabled:
+            continue
+        if previous is None or not previous.enabled:
+            gained.append(e.feature)
+        elif e.kind == "limit" and previous.limit is not None and (e.limit is None or e.limit > previous.limit):
+            gained.append(e.feature)
+    return gained
+
+
 def _compute(customer_id: int) -> list[Entitlement]:
     subscriptions = list(
         Subscription.objects.filter(customer_id=customer_id, status__in=USABLE_STATUSES)

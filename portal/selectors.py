@@ -24,6 +24,7 @@ from billing.models import (
 )
 from billing.selectors import Renewal, customer_balances, subscription_next_renewal
 from billing.services.quotes import PricingContext, pricing_context, quote_price
+from billing.templatetags.billing_format import number
 from entitlements.selectors import Entitlement, entitlements_for_customer
 
 BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.BILLING_ADMIN)
@@ -214,27 +215,16 @@ def _gains_and_losses(current: dict[int, PlanFeature], plan: Plan) -> tuple[list
         elif had and has and before.feature.kind == Feature.Kind.LIMIT:
             old, new = before.limit_value, after.limit_value
             if old is not None and (new is None or new > old):
-                gains.append(f"{name}: {'∞' if new is None else new} {after.feature.unit}".strip())
+                gains.append(f"{name}: {'∞' if new is None else number(new)} {after.feature.unit}".strip())
             elif new is not None and (old is None or new < old):
-                losses.append(f"{name}: {new} {after.feature.unit}".strip())
+                losses.append(f"{name}: {number(new)} {after.feature.unit}".strip())
     return gains, losses
 
 
 def unlocked_features(*, change: PlanChange, customer: Customer) -> tuple[list[Entitlement], set[str]]:
-    """The account's entitlements now, and which of them the change added (compared with the old plan)."""
+    """The account's entitlements now, and which ones the change added (recorded when it applied)."""
     customer = Customer.objects.get(pk=customer.pk)
-    now_entitled = entitlements_for_customer(customer=customer)
-    before = {pf.feature.code: pf for pf in PlanFeature.objects.filter(plan_id=change.from_price.plan_id)
-              .select_related("feature")}
-    added = set()
-    for e in now_entitled:
-        old = before.get(e.feature)
-        if e.enabled and (old is None or not old.enabled):
-            added.add(e.feature)
-        elif e.enabled and e.kind == "limit" and old is not None and old.limit_value is not None and (
-                e.limit is None or e.limit > old.limit_value):
-            added.add(e.feature)
-    return now_entitled, added
+    return entitlements_for_customer(customer=customer), set(change.entitlements_added)
 
 
 def billing_history(*, customer: Customer) -> QuerySet[PlanChange]:

@@ -6,6 +6,7 @@ a member of (404 otherwise); only owners and billing admins change plans (403 ot
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from zoneinfo import ZoneInfo
@@ -21,7 +22,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from billing.errors import BillingError
 from billing.models import IdempotencyKey, Invoice, Membership, Plan, PlanChange, Price, Quote, Subscription
@@ -48,7 +50,8 @@ from portal.selectors import (
     unlocked_features,
 )
 
-DOUBLE_SUBMIT_WAIT_SECONDS = 10
+DOUBLE_SUBMIT_WAIT_SECONDS = 3
+SEATS_KEY = re.compile(r"seats_[0-9]{1,18}", re.ASCII)
 
 
 # --- access ------------------------------------------------------------------------
@@ -136,7 +139,7 @@ def _seats_from_query(request: HttpRequest) -> tuple[dict[int, int], dict[int, s
     """seats_<plan id>=N from the plans page's no-JavaScript forms: the counts, and what could not be read."""
     seats, errors = {}, {}
     for key, value in request.GET.items():
-        if not (key.startswith("seats_") and key[6:].isdigit()):
+        if not SEATS_KEY.fullmatch(key):
             continue
         form = SeatsForm({"seats": value})
         if form.is_valid() and form.cleaned_data["seats"]:
@@ -149,6 +152,7 @@ def _seats_from_query(request: HttpRequest) -> tuple[dict[int, int], dict[int, s
 
 @login_required
 @require_GET
+@vary_on_headers("HX-Request", "HX-Target")
 def plans(request: HttpRequest, customer_id: int, subscription_id: int) -> HttpResponse:
     membership = _membership(request, customer_id)
     subscription = _subscription(membership, subscription_id)
@@ -254,7 +258,10 @@ def review(request: HttpRequest, customer_id: int, quote_id: int) -> HttpRespons
     membership = _membership(request, customer_id)
     quote = _quote_of(membership, quote_id)
     now = timezone.now()
+    replaces = list(PlanChange.objects.filter(pk__in=quote.supersedes, status=PlanChange.Status.SCHEDULED)
+                    .select_related("to_price__plan"))
     return _page(request, membership, "portal/review.html", quote=quote, expired=now >= quote.expires_at,
+                 replaces=replaces, quote_minutes=int(settings.QUOTE_TTL.total_seconds() // 60),
                  token=secrets.token_urlsafe(24), payment_method=payment_method_default(customer=membership.customer),
                  nav="plans")
 
@@ -302,14 +309,21 @@ def _wait_for_first_submit(request: HttpRequest, key: str):
 
     deadline = time.monotonic() + DOUBLE_SUBMIT_WAIT_SECONDS
     while time.monotonic() < deadline:
-        record = IdempotencyKey.objects.filter(user=request.user, key=key, completed_at__isnull=False).first()
-        if record is not None:
+        record = IdempotencyKey.objects.filter(user=request.user, key=key).first()
+        if record is None:  # the first submit gave up (provider unreachable): nothing is under way
+            return StoredResponse(200, {"code": "retry", "detail": _("The payment provider did not answer; "
+                                                                     "nothing was charged. Please confirm again.")})
+        if record.completed_at is not None:
             return StoredResponse(record.response_status, record.response_body)
         time.sleep(0.2)
     return StoredResponse(200, {"code": "in_progress", "detail": _("Your payment is still being processed.")})
 
 
 def _after_confirm(request: HttpRequest, customer_id: int, quote_id: int, body: dict) -> HttpResponse:
+    if body.get("code") == "in_progress":
+        change = PlanChange.objects.filter(quote_id=quote_id).order_by("-pk").first()
+        if change is not None:
+            return redirect("portal:change", customer_id=customer_id, change_id=change.pk)
     if body.get("plan_change"):
         if body.get("code") and body["code"] != "quote_already_accepted":
             messages.error(request, body["detail"])
@@ -348,11 +362,15 @@ def change(request: HttpRequest, customer_id: int, change_id: int) -> HttpRespon
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_POST
 def complete(request: HttpRequest, customer_id: int, change_id: int) -> HttpResponse:
-    """Back from the bank's authentication page: ask the gateway and finish the change."""
+    """"I have confirmed it": ask the gateway and finish the change."""
     membership = _billing_membership(request, customer_id)
-    plan_change = _change_of(membership, change_id)
+    return _complete(request, customer_id, _change_of(membership, change_id))
+
+
+def _complete(request: HttpRequest, customer_id: int, plan_change: PlanChange) -> HttpResponse:
+    change_id = plan_change.pk
     try:
         plan_change_refresh_payment(plan_change=plan_change, now=timezone.now(), actor=request.user)
     except BillingError as error:
@@ -369,7 +387,7 @@ def complete_pending(request: HttpRequest, customer_id: int, quote_id: int) -> H
     plan_change = quote.plan_changes.order_by("-pk").first()
     if plan_change is None:
         raise Http404(_("No such change."))
-    return complete(request, customer_id=customer_id, change_id=plan_change.pk)
+    return _complete(request, customer_id, plan_change)
 
 
 @login_required

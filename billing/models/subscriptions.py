@@ -148,6 +148,9 @@ class PlanChange(models.Model):
     failure_code = models.CharField(max_length=50, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
     reason_code = models.CharField(max_length=50, blank=True, help_text="Why the change was made (audit).")
+    entitlements_added = models.JSONField(
+        default=list, blank=True,
+        help_text="Features the account gained or got more of when this change applied (feature codes).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField()
     applied_at = models.DateTimeField(null=True, blank=True)

@@ -23,6 +23,7 @@ from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
 from billing.selectors import customer_balance, legal_entity_default, payment_method_default
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_plan_change
+from entitlements.selectors import entitlements_compute, entitlements_gained
 from entitlements.services import entitlements_sync
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
            actor: AbstractBaseUser | None, now: datetime) -> None:
     """Apply the change's terms, ledger and audit in the caller's transaction (locks held)."""
     before = subscription_snapshot(subscription)
+    entitled_before = entitlements_compute(customer_id=customer.pk)
     if change.direction == Direction.CANCEL:
         # Nothing is deleted: the subscription ends, its history and the customer's data stay.
         subscription.status = Subscription.Status.CANCELLED
@@ -270,6 +272,8 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
             description=f"Credit for unused time, plan change {change.pk}",
             created_by=actor if actor is not None and actor.is_authenticated else None,
         )
+    change.entitlements_added = entitlements_gained(before=entitled_before,
+                                                    after=entitlements_compute(customer_id=customer.pk))
     change.status = PlanChange.Status.APPLIED
     change.applied_at = now
     change.next_action_url = ""

@@ -77,3 +77,19 @@ def line_text(line: dict) -> str:
         line["unit"] == "day" else ngettext("%(remaining)s of %(total)s second", "%(remaining)s of %(total)s seconds",
                                             count)
     return f"{text} ({unit % {'remaining': remaining, 'total': total}})"
+
+
+@register.filter
+def failure_text(change) -> str:
+    """Why a payment failed, in the reader's language (the gateway's own words only as a last resort)."""
+    from django.utils.translation import gettext
+
+    known = {
+        "card_declined": gettext("Your card was declined."),
+        "insufficient_funds": gettext("Your card has insufficient funds."),
+        "expired_card": gettext("Your card has expired."),
+        "authentication_failed": gettext("The payment was not authenticated."),
+        "payment_not_taken": gettext("The payment provider never received the payment; nothing was charged."),
+        "canceled": gettext("The payment was canceled."),
+    }
+    return known.get(change.failure_code) or change.failure_message or gettext("The payment was declined.")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django import template
 
-from billing.templatetags.billing_format import line_text, money, negative, number, percent
+from billing.templatetags.billing_format import failure_text, line_text, money, negative, number, percent
 
 register = template.Library()
-for _filter in (money, number, percent, negative, line_text):
+for _filter in (money, number, percent, negative, line_text, failure_text):
     register.filter(_filter.__name__, _filter)
 
 
