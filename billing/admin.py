@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from billing.errors import BillingError
 from billing.models import (
@@ -30,6 +37,9 @@ from billing.models import (
     Subscription,
     TaxRate,
 )
+from billing.reports import documents_zip, report_csv, report_rows, report_xlsx
+from billing.selectors import legal_entity_default
+from billing.services.invoice_pdfs import invoice_pdf_render
 from billing.services.plan_changes import plan_change_cancel
 from billing.services.subscriptions import subscription_save_by_staff
 
@@ -293,16 +303,99 @@ class InvoiceLineInline(admin.TabularInline):
         return False
 
 
+class FinanceExportForm(forms.Form):
+    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    format = forms.ChoiceField(choices=[("csv", "CSV"), ("xlsx", "Excel (XLSX)")])
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["end"] < data["start"]:
+            raise forms.ValidationError("The period ends before it starts.")
+        return data
+
+
+class FinanceZipForm(forms.Form):
+    month = forms.CharField(label="Month", widget=forms.DateInput(attrs={"type": "month"}),
+                            help_text="YYYY-MM: every invoice and credit note issued that month.")
+
+    def clean_month(self) -> tuple[int, int]:
+        try:
+            year, month = (int(part) for part in self.cleaned_data["month"].split("-"))
+            date(year, month, 1)
+        except (ValueError, TypeError):
+            raise forms.ValidationError("Give the month as YYYY-MM, e.g. 2026-11.") from None
+        return year, month
+
+
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
-    """Issued documents are immutable: corrections are credit notes."""
+    """Issued documents are immutable: corrections are credit notes. Finance downloads and exports here."""
 
-    list_display = ["number", "kind", "status", "customer", "issued_at", "total", "currency", "reverse_charge"]
+    list_display = ["number", "kind", "status", "customer", "issued_at", "total", "currency", "reverse_charge",
+                    "pdf_link"]
     list_filter = ["kind", "status", "currency", "reverse_charge"]
     list_select_related = ["customer"]
     search_fields = ["number", "customer__name", "buyer_vat_id"]
     date_hierarchy = "issued_at"
     inlines = [InvoiceLineInline]
+    change_list_template = "admin/billing/invoice/change_list.html"
+
+    @admin.display(description="PDF")
+    def pdf_link(self, obj: Invoice) -> str:
+        if obj.status == Invoice.Status.DRAFT:
+            return "–"
+        return format_html('<a href="{}">PDF</a>', reverse("admin:billing_invoice_pdf", args=[obj.pk]))
+
+    def get_urls(self):
+        return [
+            path("<int:invoice_id>/pdf/", self.admin_site.admin_view(self.pdf_view), name="billing_invoice_pdf"),
+            path("export/", self.admin_site.admin_view(self.export_view), name="billing_invoice_export"),
+            path("zip/", self.admin_site.admin_view(self.zip_view), name="billing_invoice_zip"),
+            *super().get_urls(),
+        ]
+
+    def pdf_view(self, request, invoice_id: int):
+        if not request.user.has_perm("billing.download_invoice"):
+            raise PermissionDenied("Downloading documents needs the 'download invoice' permission.")
+        invoice = Invoice.objects.exclude(status=Invoice.Status.DRAFT).filter(pk=invoice_id).first()
+        if invoice is None:
+            raise Http404("No such issued document.")
+        invoice = invoice_pdf_render(invoice_id=invoice.pk)
+        return FileResponse(invoice.pdf.open("rb"), as_attachment=True, filename=f"{invoice.number}.pdf",
+                            content_type="application/pdf")
+
+    def _finance_page(self, request, form, title: str):
+        return TemplateResponse(request, "admin/billing/invoice/finance_form.html", {
+            **self.admin_site.each_context(request), "form": form, "title": title, "opts": self.model._meta})
+
+    def export_view(self, request):
+        if not request.user.has_perm("billing.export_invoices"):
+            raise PermissionDenied("Exports need the 'export invoices' permission.")
+        form = FinanceExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            entity = legal_entity_default()
+            rows = report_rows(entity=entity, start=form.cleaned_data["start"], end=form.cleaned_data["end"])
+            name = f"documents-{form.cleaned_data['start']}-{form.cleaned_data['end']}"
+            if form.cleaned_data["format"] == "xlsx":
+                return HttpResponse(report_xlsx(rows), headers={
+                    "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    "Content-Disposition": f'attachment; filename="{name}.xlsx"'})
+            return HttpResponse(report_csv(rows), headers={
+                "Content-Type": "text/csv; charset=utf-8", "Content-Disposition": f'attachment; filename="{name}.csv"'})
+        return self._finance_page(request, form, "Export invoices and credit notes")
+
+    def zip_view(self, request):
+        if not request.user.has_perm("billing.export_invoices"):
+            raise PermissionDenied("Exports need the 'export invoices' permission.")
+        form = FinanceZipForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            year, month = form.cleaned_data["month"]
+            content = documents_zip(entity=legal_entity_default(), year=year, month=month)
+            return HttpResponse(content, headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": f'attachment; filename="documents-{year}-{month:02d}.zip"'})
+        return self._finance_page(request, form, "A month's documents as one ZIP")
 
 
 @admin.register(ExchangeRate)

@@ -114,6 +114,10 @@ class Invoice(models.Model):
                                     name="one_document_of_a_kind_per_plan_change"),
         ]
         indexes = [models.Index(fields=["legal_entity", "issued_at"], name="invoice_issued_idx")]
+        permissions = [
+            ("download_invoice", "Can download any invoice or credit note"),
+            ("export_invoices", "Can export invoices and credit notes (CSV, XLSX, ZIP)"),
+        ]
 
     def __str__(self) -> str:
         return self.number or f"Draft {self.get_kind_display().lower()} {self.pk}"

@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
@@ -174,9 +175,19 @@ class Command(BaseCommand):
                 Membership.objects.update_or_create(customer=customer, user=user, defaults={"role": role})
             for product_code, plan_code, interval, quantity in subs:
                 self._subscription(customer, products[product_code], plan_code, interval, quantity, now)
+        finance, _ = Group.objects.get_or_create(name="Finance")
+        finance.permissions.set(Permission.objects.filter(content_type__app_label="billing", codename__in=[
+            "view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "view_customer",
+            "view_exchangerate", "add_exchangerate", "change_exchangerate", "view_balanceentry", "view_legalentity"]))
+        fiona, created = User.objects.get_or_create(username="fiona", defaults={
+            "email": "fiona@crossgrade.example", "first_name": "Fiona", "is_staff": True})
+        if created:
+            fiona.set_password(DEMO_PASSWORD)
+            fiona.save()
+        fiona.groups.add(finance)
         token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
-        self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}")
+        self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; finance: fiona / {DEMO_PASSWORD}")
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
                           f"erin (Initech, GBP, card declines), kenji (Tanaka KK, JPY), "
