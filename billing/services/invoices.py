@@ -105,7 +105,9 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
         for index, line in enumerate(change.lines, start=1)
     ])
     invoice_issue(invoice=invoice, now=now)
-    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk))
+    # robust: the change and its payment are done; a broker that is down must not turn that into an error
+    # (the catch-up sweep `render_missing_pdfs` enqueues it later).
+    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
     if not credit:
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = now
