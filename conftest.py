@@ -14,6 +14,10 @@ from django.db import connection
 def _isolated_cache_and_eager_tasks(settings, tmp_path):
     from django.core.cache import cache
 
+    if not settings.REDIS_URL:
+        # Never the shared file cache under var/: another test run or the dev server would race this one.
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                       "LOCATION": "crossgrade-tests"}}
     settings.STORAGES = {**settings.STORAGES, "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
 

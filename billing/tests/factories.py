@@ -178,3 +178,18 @@ def subscription_setup(*, payment_method: str = "pm_card_visa", tax_rate: str | 
     )
     return Setup(customer, owner, billing_admin, member, product, basic, pro, business, basic_month, pro_month,
                  business_month, pro_year, subscription, sso, storage)
+
+
+def live_subscription_setup(**kwargs) -> Setup:
+    """subscription_setup() with the billing period around the real clock (10 days used, 20 to go), for code
+    that prices "now": the API, the portal, workers and browsers."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    s = subscription_setup(**kwargs)
+    now = timezone.now()
+    Subscription.objects.filter(pk=s.subscription.pk).update(
+        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
+    s.subscription.refresh_from_db()
+    return s

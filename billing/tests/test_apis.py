@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import LocalPayment, PlanChange, Subscription
-from billing.tests.factories import MembershipFactory, subscription_setup
+from billing.tests.factories import MembershipFactory, live_subscription_setup
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def setup():
-    s = subscription_setup()
-    # The API prices "now": put the current period around the real clock.
-    now = timezone.now()
-    Subscription.objects.filter(pk=s.subscription.pk).update(
-        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
-    s.subscription.refresh_from_db()
-    return s
+    return live_subscription_setup()  # the API prices "now"
 
 
 def client_for(user) -> APIClient:

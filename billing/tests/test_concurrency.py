@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from billing.models import AuditEvent, LocalPayment, PlanChange, Subscription
 from billing.services.plan_changes import plan_changes_apply_due, quote_accept
 from billing.services.quotes import quote_create
-from billing.tests.factories import PaymentMethodFactory, subscription_setup
+from billing.tests.factories import PaymentMethodFactory, live_subscription_setup, subscription_setup
 from conftest import requires_postgres
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
@@ -46,12 +46,7 @@ def run_in_threads(count: int, work) -> list:
 
 @pytest.fixture
 def live_setup():
-    s = subscription_setup()
-    now = timezone.now()
-    Subscription.objects.filter(pk=s.subscription.pk).update(
-        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
-    s.subscription.refresh_from_db()
-    return s
+    return live_subscription_setup()
 
 
 def accept_over_api(user, quote_id: int, key: str):

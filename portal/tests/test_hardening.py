@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 
 from billing.models import PlanChange, PlanFeature, Subscription
 from billing.services.plan_changes import quote_accept
 from billing.services.quotes import quote_create
-from billing.tests.factories import PlanFactory, PriceFactory, ProductFactory, subscription_setup
+from billing.tests.factories import PlanFactory, PriceFactory, ProductFactory, live_subscription_setup
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def s():
-    setup = subscription_setup()
-    now = timezone.now()
-    Subscription.objects.filter(pk=setup.subscription.pk).update(
-        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
-    setup.subscription.refresh_from_db()
-    cache.clear()
-    return setup
+    return live_subscription_setup()
 
 
 def test_review_says_when_it_replaces_a_scheduled_cancellation(client, s):

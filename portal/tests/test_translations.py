@@ -11,19 +11,17 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from babel.dates import format_date
 from django.conf import settings
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import translation
 from django.utils.dateparse import parse_datetime
 
-from billing.models import Subscription
 from billing.services.quotes import quote_price
-from billing.tests.factories import MID_JANUARY, subscription_setup
+from billing.tests.factories import MID_JANUARY, live_subscription_setup, subscription_setup
 from portal.templatetags.portal import line_text
 
 LOCALE_DIR = Path(settings.BASE_DIR) / "locale" / "de" / "LC_MESSAGES"
@@ -207,13 +205,7 @@ def test_django_loads_the_german_catalogue():
 
 @pytest.fixture
 def setup(db):
-    s = subscription_setup()
-    # The portal prices "now": put the current period around the real clock.
-    now = timezone.now()
-    Subscription.objects.filter(pk=s.subscription.pk).update(
-        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
-    s.subscription.refresh_from_db()
-    return s
+    return live_subscription_setup()  # the portal prices "now"
 
 
 def test_sign_in_page_in_german_by_accept_language(client, db):

@@ -44,7 +44,7 @@ from billing.tests.factories import (
     PlanFactory,
     PriceFactory,
     ProductFactory,
-    subscription_setup,
+    live_subscription_setup,
 )
 
 pytestmark = pytest.mark.django_db
@@ -65,13 +65,7 @@ def _private_cache(settings):
 
 @pytest.fixture
 def setup():
-    s = subscription_setup()
-    # The portal prices "now": put the current period around the real clock.
-    now = timezone.now()
-    Subscription.objects.filter(pk=s.subscription.pk).update(
-        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
-    s.subscription.refresh_from_db()
-    return s
+    return live_subscription_setup()  # the portal prices "now"
 
 
 @pytest.fixture

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from babel.numbers import format_currency
 from django.utils import timezone
 
 from billing.models import PaymentMethod, Subscription
 from billing.services.plan_changes import quote_accept
 from billing.services.quotes import quote_create
-from billing.tests.factories import Setup, subscription_setup
+from billing.tests.factories import Setup, live_subscription_setup
 
 PASSWORD = "pw-for-tests"
 
 
 def portal_setup(**kwargs) -> Setup:
     """subscription_setup() with the billing period around now: 10 days used, 20 to go."""
-    s = subscription_setup(**kwargs)
-    now = timezone.now()
-    Subscription.objects.filter(pk=s.subscription.pk).update(
-        current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
-    s.subscription.refresh_from_db()
-    return s
+    return live_subscription_setup(**kwargs)
 
 
 def money(amount, currency: str) -> str:
