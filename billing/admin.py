@@ -34,6 +34,7 @@ from billing.models import (
     Price,
     Product,
     Quote,
+    StripeEvent,
     Subscription,
     TaxRate,
 )
@@ -402,6 +403,13 @@ class InvoiceAdmin(ReadOnlyAdmin):
 class ExchangeRateAdmin(admin.ModelAdmin):
     list_display = ["base_currency", "quote_currency", "rate", "valid_on"]
     list_filter = ["base_currency", "quote_currency"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "type", "received_at", "processed_at"]
+    list_filter = ["type"]
+    search_fields = ["event_id"]
 
 
 @admin.register(LocalPayment)

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing.models import PlanChange
-from billing.services.invoice_pdfs import invoice_pdf_render
+from billing.services.invoice_pdfs import invoice_pdf_render, invoices_pdf_missing_enqueue
 from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_apply_due, plan_changes_reconcile
 
 
@@ -28,6 +28,21 @@ def payment_updated(*, gateway: str, reference: str) -> str | None:
     return plan_change_refresh_payment(plan_change=change, now=timezone.now()).status
 
 
-@shared_task(name="billing.tasks.render_invoice_pdf", autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task(name="billing.tasks.render_invoice_pdf", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
 def render_invoice_pdf(invoice_id: int) -> str:
     return invoice_pdf_render(invoice_id=invoice_id).pdf.name
+
+
+@shared_task(name="billing.tasks.render_missing_pdfs")
+def render_missing_pdfs() -> int:
+    """Catch-up sweep (beat): issued documents still without a PDF a minute after issue are sent to the
+    workers again, e.g. after the broker was down when they committed."""
+    return invoices_pdf_missing_enqueue(now=timezone.now())
+
+
+@shared_task(name="billing.tasks.process_stripe_event", autoretry_for=(Exception,), retry_backoff=True,
+             max_retries=8)
+def process_stripe_event(event_id: str) -> str:
+    from billing.webhooks import stripe_event_process
+
+    return stripe_event_process(event_id=event_id, now=timezone.now())

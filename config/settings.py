@@ -198,6 +198,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.reconcile_pending_changes",
         "schedule": timedelta(minutes=5),
     },
+    "render-missing-pdfs": {"task": "billing.tasks.render_missing_pdfs", "schedule": timedelta(minutes=5)},
 }
 
 # Billing
@@ -209,6 +210,13 @@ PAYMENT_RECONCILE_AFTER = timedelta(minutes=env.int("PAYMENT_RECONCILE_AFTER_MIN
 PAYMENT_ACTION_TIMEOUT = timedelta(hours=env.int("PAYMENT_ACTION_TIMEOUT_HOURS", default=23))
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Stripe (PAYMENT_GATEWAY=stripe). Keys come only from the environment, never from the repository.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+# Short, so a request thread never hangs on Stripe; an unanswered charge is resumed with the same key.
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@crossgrade.local")

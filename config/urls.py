@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from billing import webhooks as billing_webhooks
 from billing.views import local_gateway_authenticate
 from portal import views as portal_views
 from portal.forms import RateLimitedAdminLoginForm
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("gateway/local/authenticate/<str:reference>/", local_gateway_authenticate,
          name="local-gateway-authenticate"),
+    path("webhooks/stripe/", billing_webhooks.stripe_webhook, name="stripe-webhook"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
 

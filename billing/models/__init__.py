@@ -14,6 +14,7 @@ from billing.models.catalog import (
 )
 from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
 from billing.models.invoices import DocumentSeries, ExchangeRate, Invoice, InvoiceLine, LegalEntity
+from billing.models.stripe_events import StripeEvent
 from billing.models.subscriptions import (
     AuditEvent,
     BalanceEntry,
@@ -28,5 +29,5 @@ __all__ = [
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
     "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
-    "PlanChange", "PlanFeature", "Price", "Product", "Quote", "Subscription", "TaxRate", "Timing",
+    "PlanChange", "PlanFeature", "Price", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate", "Timing",
 ]

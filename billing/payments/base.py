@@ -41,6 +41,16 @@ class PaymentGateway(Protocol):
         """Cancel a payment still waiting for the customer. Returns its final state: canceled, or
         succeeded if the customer authenticated first."""
 
+    def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> RefundResult:
+        """Refund (part of) a succeeded payment. The same idempotency key is the same refund."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    status: Literal["succeeded", "pending", "failed"]
+    reference: str
+    failure_message: str = ""
+
 
 def assert_outside_transaction() -> None:
     """STYLE.md: never call the gateway while holding a lock. Test-case wrappers don't count."""
@@ -54,4 +64,8 @@ def get_gateway(name: str | None = None) -> PaymentGateway:
         from billing.payments.local import LocalGateway
 
         return LocalGateway()
+    if name == "stripe":
+        from billing.payments.stripe import StripeGateway
+
+        return StripeGateway()
     raise ValueError(f"unknown payment gateway {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.core.files.base import ContentFile
@@ -37,3 +38,14 @@ def invoice_pdf_render(*, invoice_id: int) -> Invoice:
             invoice.pdf.save(f"{invoice.number}.pdf", ContentFile(content), save=False)
             Invoice.objects.filter(pk=invoice.pk).update(pdf=invoice.pdf.name)
     return invoice
+
+
+def invoices_pdf_missing_enqueue(*, now: datetime, grace: timedelta = timedelta(minutes=1), limit: int = 500) -> int:
+    """Send issued documents that still have no PDF back to the workers; returns how many were sent."""
+    from billing.tasks import render_invoice_pdf
+
+    ids = list(Invoice.objects.exclude(status=Invoice.Status.DRAFT).filter(pdf="", issued_at__lte=now - grace)
+               .order_by("issued_at").values_list("pk", flat=True)[:limit])
+    for invoice_id in ids:
+        render_invoice_pdf.delay(invoice_id)
+    return len(ids)

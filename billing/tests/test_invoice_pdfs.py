@@ -108,3 +108,20 @@ def test_customers_download_their_own_documents_only(client, applied):
     assert client.get(f"/c/{s.customer.pk}/invoices/{invoice.pk}.pdf").status_code == 404
     own = stranger.memberships.get().customer_id
     assert client.get(f"/c/{own}/invoices/{invoice.pk}.pdf").status_code == 404
+
+
+def test_the_catch_up_sweep_resends_documents_left_without_a_pdf(settings):
+    from datetime import timedelta
+
+    from billing.services.invoice_pdfs import invoices_pdf_missing_enqueue
+
+    s = subscription_setup()
+    q = quote_create(subscription=s.subscription, to_price=s.pro_month, quantity=5, now=MID_JANUARY, actor=s.owner)
+    change = quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)  # after-commit hook never ran: no PDF yet
+    invoice = Invoice.objects.get(plan_change=change)
+    assert not invoice.pdf
+    assert invoices_pdf_missing_enqueue(now=MID_JANUARY) == 0  # within the grace minute
+    assert invoices_pdf_missing_enqueue(now=MID_JANUARY + timedelta(minutes=2)) == 1  # the eager worker renders
+    invoice.refresh_from_db()
+    assert invoice.pdf.name == f"invoices/{invoice.number}.pdf"
+    assert invoices_pdf_missing_enqueue(now=MID_JANUARY + timedelta(minutes=3)) == 0
