@@ -7,7 +7,7 @@ from datetime import date
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -17,6 +17,7 @@ from billing.errors import BillingError
 from billing.models import (
     AuditEvent,
     BalanceEntry,
+    CashRefund,
     ChangeRule,
     Customer,
     DocumentSeries,
@@ -42,6 +43,7 @@ from billing.reports import documents_zip, report_csv, report_rows, report_xlsx
 from billing.selectors import legal_entity_default
 from billing.services.invoice_pdfs import invoice_pdf_render
 from billing.services.plan_changes import plan_change_cancel
+from billing.services.refunds import credit_note_refund
 from billing.services.subscriptions import subscription_save_by_staff
 
 
@@ -316,6 +318,11 @@ class FinanceExportForm(forms.Form):
         return data
 
 
+class CashRefundForm(forms.Form):
+    reason = forms.CharField(max_length=300, widget=forms.Textarea(attrs={"rows": 3}),
+                             help_text="Why the customer gets cash instead of account credit (kept in the audit trail).")
+
+
 class FinanceZipForm(forms.Form):
     month = forms.CharField(label="Month", widget=forms.DateInput(attrs={"type": "month"}),
                             help_text="YYYY-MM: every invoice and credit note issued that month.")
@@ -346,13 +353,19 @@ class InvoiceAdmin(ReadOnlyAdmin):
     def pdf_link(self, obj: Invoice) -> str:
         if obj.status == Invoice.Status.DRAFT:
             return "–"
-        return format_html('<a href="{}">PDF</a>', reverse("admin:billing_invoice_pdf", args=[obj.pk]))
+        links = format_html('<a href="{}">PDF</a>', reverse("admin:billing_invoice_pdf", args=[obj.pk]))
+        if obj.kind == Invoice.Kind.CREDIT_NOTE:
+            links += format_html(' · <a href="{}">Refund in cash</a>',
+                                 reverse("admin:billing_invoice_refund", args=[obj.pk]))
+        return links
 
     def get_urls(self):
         return [
             path("<int:invoice_id>/pdf/", self.admin_site.admin_view(self.pdf_view), name="billing_invoice_pdf"),
             path("export/", self.admin_site.admin_view(self.export_view), name="billing_invoice_export"),
             path("zip/", self.admin_site.admin_view(self.zip_view), name="billing_invoice_zip"),
+            path("<int:invoice_id>/refund/", self.admin_site.admin_view(self.refund_view),
+                 name="billing_invoice_refund"),
             *super().get_urls(),
         ]
 
@@ -365,6 +378,28 @@ class InvoiceAdmin(ReadOnlyAdmin):
         invoice = invoice_pdf_render(invoice_id=invoice.pk)
         return FileResponse(invoice.pdf.open("rb"), as_attachment=True, filename=f"{invoice.number}.pdf",
                             content_type="application/pdf")
+
+    def refund_view(self, request, invoice_id: int):
+        """Pay an issued credit note back to the card, with a mandatory reason (audited)."""
+        if not request.user.has_perm("billing.refund_credit_note"):
+            raise PermissionDenied("Cash refunds need the 'refund credit note' permission.")
+        credit_note = Invoice.objects.filter(pk=invoice_id, kind=Invoice.Kind.CREDIT_NOTE).first()
+        if credit_note is None:
+            raise Http404("No such credit note.")
+        form = CashRefundForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                refund = credit_note_refund(credit_note=credit_note, actor=request.user,
+                                            reason=form.cleaned_data["reason"], now=timezone.now())
+            except BillingError as exc:
+                messages.error(request, exc.detail)
+            else:
+                level = messages.SUCCESS if refund.status == "succeeded" else messages.ERROR
+                messages.add_message(request, level, f"Refund of {credit_note.number}: {refund.get_status_display()}"
+                                     f"{' (' + refund.failure_message + ')' if refund.failure_message else ''}.")
+                return HttpResponseRedirect(reverse("admin:billing_invoice_change", args=[credit_note.pk]))
+        return self._finance_page(request, form, f"Refund {credit_note.number} ({credit_note.total} "
+                                                 f"{credit_note.currency}) to the card")
 
     def _finance_page(self, request, form, title: str):
         return TemplateResponse(request, "admin/billing/invoice/finance_form.html", {
@@ -403,6 +438,13 @@ class InvoiceAdmin(ReadOnlyAdmin):
 class ExchangeRateAdmin(admin.ModelAdmin):
     list_display = ["base_currency", "quote_currency", "rate", "valid_on"]
     list_filter = ["base_currency", "quote_currency"]
+
+
+@admin.register(CashRefund)
+class CashRefundAdmin(ReadOnlyAdmin):
+    list_display = ["credit_note", "customer", "amount", "currency", "status", "created_by", "created_at", "reason"]
+    list_filter = ["status", "currency"]
+    list_select_related = ["credit_note", "customer", "created_by"]
 
 
 @admin.register(StripeEvent)

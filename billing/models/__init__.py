@@ -13,13 +13,14 @@ from billing.models.catalog import (
     Timing,
 )
 from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
-from billing.models.invoices import DocumentSeries, ExchangeRate, Invoice, InvoiceLine, LegalEntity
+from billing.models.invoices import CashRefund, DocumentSeries, ExchangeRate, Invoice, InvoiceLine, LegalEntity
 from billing.models.stripe_events import StripeEvent
 from billing.models.subscriptions import (
     AuditEvent,
     BalanceEntry,
     IdempotencyKey,
     LocalPayment,
+    LocalRefund,
     PlanChange,
     Quote,
     Subscription,
@@ -27,7 +28,7 @@ from billing.models.subscriptions import (
 
 __all__ = [
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
-    "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity",
+    "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
     "PlanChange", "PlanFeature", "Price", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate", "Timing",
 ]

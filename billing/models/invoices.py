@@ -117,6 +117,7 @@ class Invoice(models.Model):
         permissions = [
             ("download_invoice", "Can download any invoice or credit note"),
             ("export_invoices", "Can export invoices and credit notes (CSV, XLSX, ZIP)"),
+            ("refund_credit_note", "Can refund a credit note in cash (through the payment gateway)"),
         ]
 
     def __str__(self) -> str:
@@ -159,3 +160,37 @@ class ExchangeRate(models.Model):
 
     def __str__(self) -> str:
         return f"1 {self.base_currency} = {self.rate} {self.quote_currency} on {self.valid_on}"
+
+
+class CashRefund(models.Model):
+    """A credit note paid back to the customer's card by staff, instead of kept as balance. At most one each."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="cash_refunds")
+    credit_note = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="cash_refunds")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(**AMOUNT)
+    payment_gateway = models.CharField(max_length=20)
+    payment_reference = models.CharField(max_length=100, help_text="The payment refunded.")
+    refund_reference = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=300)
+    failure_message = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["credit_note"], condition=~Q(status="failed"),
+                                               name="one_cash_refund_per_credit_note")]
+
+    def __str__(self) -> str:
+        return f"Refund of {self.credit_note}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"crossgrade-refund-{self.pk}"

@@ -185,6 +185,8 @@ class BalanceEntry(models.Model):
         CHANGE_CREDIT = "change_credit", _("Credit from an immediate downgrade")
         APPLIED_TO_CHANGE = "applied_to_change", _("Applied to a plan change")
         PAYMENT_CREDIT = "payment_credit", _("Payment received for a change that was not applied")
+        CASH_REFUND = "cash_refund", _("Paid back to the card")
+        CASH_REFUND_REVERSED = "cash_refund_reversed", _("Card refund failed; credit restored")
         ADJUSTMENT = "adjustment", _("Staff adjustment")
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balance_entries")
@@ -241,6 +243,16 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action}"
+
+
+class LocalRefund(models.Model):
+    """A refund in the local gateway."""
+
+    reference = models.CharField(max_length=40, unique=True)
+    payment = models.ForeignKey("billing.LocalPayment", on_delete=models.PROTECT, related_name="refunds")
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    amount_minor = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
 
 
 class LocalPayment(models.Model):

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from billing.models import LocalPayment
+from billing.models import LocalPayment, LocalRefund
 from billing.money import Money
-from billing.payments.base import PaymentResult, assert_outside_transaction
+from billing.payments.base import PaymentResult, RefundResult, assert_outside_transaction
 
 SUCCEEDS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex"}
 DECLINES = {
@@ -74,6 +74,24 @@ class LocalGateway:
                 payment.save()
         return self._result(payment)
 
+    def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> RefundResult:
+        assert_outside_transaction()
+        minor = amount.to_minor_units()
+        with transaction.atomic():
+            existing = LocalRefund.objects.filter(idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return RefundResult(status="succeeded", reference=existing.reference)
+            payment = LocalPayment.objects.select_for_update().get(reference=reference)
+            refunded = sum(r.amount_minor for r in payment.refunds.all())
+            if payment.status != LocalPayment.Status.SUCCEEDED or payment.currency != amount.currency:
+                return RefundResult(status="failed", reference="", failure_message="This payment cannot be refunded.")
+            if minor <= 0 or refunded + minor > payment.amount_minor:
+                return RefundResult(status="failed", reference="",
+                                    failure_message="The refund is larger than what is left of the payment.")
+            refund = LocalRefund.objects.create(reference=f"re_local_{secrets.token_hex(12)}", payment=payment,
+                                                idempotency_key=idempotency_key, amount_minor=minor)
+        return RefundResult(status="succeeded", reference=refund.reference)
+
     @staticmethod
     def _outcome(payment_method: str) -> tuple[str, str, str]:
         if payment_method in SUCCEEDS:
@@ -93,6 +111,8 @@ class LocalGateway:
             status=payment.status, reference=payment.reference, failure_code=payment.failure_code,
             failure_message=payment.failure_message, next_action_url=next_action_url,
         )
+
+
 
 
 def local_payment_authenticate(*, reference: str, approve: bool) -> LocalPayment:

@@ -194,3 +194,22 @@ def test_concurrent_issuing_takes_unique_contiguous_numbers_and_leaves_no_gaps()
     numbers = sorted(r for r in results if isinstance(r, str))
     assert not [r for r in results if isinstance(r, Exception)], results
     assert numbers == [f"CG-2026-{n:06d}" for n in range(1, 9)]  # 8 committed, 1..8, no gap, no duplicate
+
+
+def test_two_staff_refunding_one_credit_note_at_once_pay_once():
+    from billing.models import ChangeRule, Invoice, LocalRefund
+    from billing.services.refunds import credit_note_refund
+    from billing.tests.factories import MID_JANUARY, UserFactory
+
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
+    for price in (s.pro_month, s.basic_month):
+        q = quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk), to_price=price, quantity=5,
+                         now=MID_JANUARY, actor=s.owner)
+        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    note = Invoice.objects.get(kind="credit_note")
+    staff = [UserFactory(), UserFactory()]
+    results = run_in_threads(2, lambda i: credit_note_refund(credit_note=note, actor=staff[i], reason="race",
+                                                             now=MID_JANUARY))
+    assert LocalRefund.objects.count() == 1
+    assert sum(1 for r in results if not isinstance(r, Exception)) == 1, results

@@ -177,7 +177,8 @@ class Command(BaseCommand):
                 self._subscription(customer, products[product_code], plan_code, interval, quantity, now)
         finance, _ = Group.objects.get_or_create(name="Finance")
         finance.permissions.set(Permission.objects.filter(content_type__app_label="billing", codename__in=[
-            "view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "view_customer",
+            "view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "refund_credit_note",
+            "view_cashrefund", "view_customer",
             "view_exchangerate", "add_exchangerate", "change_exchangerate", "view_balanceentry", "view_legalentity"]))
         fiona, created = User.objects.get_or_create(username="fiona", defaults={
             "email": "fiona@crossgrade.example", "first_name": "Fiona", "is_staff": True})
