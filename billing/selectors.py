@@ -116,8 +116,14 @@ def price_get(*, plan_id: int, currency: str, interval: str) -> Price | None:
     )
 
 
-def tax_rate_for(*, country: str, on: date) -> TaxRate | None:
-    return TaxRate.objects.filter(country=country, valid_from__lte=on).order_by("-valid_from").first()
+def tax_rate_for(*, country: str, on: date, region: str = "") -> TaxRate | None:
+    """The rate in force on that day: the region's own rate if it has one, else the country's."""
+    rates = TaxRate.objects.filter(country=country, valid_from__lte=on).order_by("-valid_from")
+    if region:
+        regional = rates.filter(region=region).first()
+        if regional is not None:
+            return regional
+    return rates.filter(region="").first()
 
 
 def legal_entity_default() -> LegalEntity | None:
@@ -127,7 +133,7 @@ def legal_entity_default() -> LegalEntity | None:
 def tax_decision_for(*, customer: Customer, on: date, entity: LegalEntity | None = None) -> TaxDecision:
     """The VAT treatment of a sale to `customer` on that day: recalculated every time, never copied."""
     entity = entity or legal_entity_default()
-    rate = tax_rate_for(country=customer.country, on=on)
+    rate = tax_rate_for(country=customer.country, on=on, region=customer.region)
     return tax_decision(seller_country=entity.country if entity else "", buyer_country=customer.country,
                         buyer_vat_id=customer.vat_id, country_rate=rate.rate if rate else None)
 

@@ -31,6 +31,8 @@ class Customer(models.Model):
     currency = models.CharField(max_length=3, validators=[validate_currency], help_text="Billing currency (ISO 4217).")
     country = models.CharField(max_length=2, validators=[validate_country],
                                help_text="ISO 3166-1 alpha-2; decides the tax rate.")
+    region = models.CharField(max_length=10, blank=True,
+                              help_text="ISO 3166-2 subdivision where a region has its own rate (e.g. ES-CN).")
     address = models.TextField(blank=True)
     vat_id = models.CharField(max_length=30, blank=True,
                               help_text="For EU businesses: checked for format and check digits; a valid ID from "
@@ -97,6 +99,8 @@ class PaymentMethod(models.Model):
 
 class TaxRate(models.Model):
     country = models.CharField(max_length=2, validators=[validate_country], help_text="ISO 3166-1 alpha-2.")
+    region = models.CharField(max_length=10, blank=True,
+                              help_text="Empty: the whole country. A region's rate wins over the country's.")
     name = models.CharField(max_length=50, default="VAT")
     rate = models.DecimalField(max_digits=7, decimal_places=5,
                                validators=[MinValueValidator(0), MaxValueValidator(1)],
@@ -105,7 +109,8 @@ class TaxRate(models.Model):
 
     class Meta:
         ordering = ["country", "-valid_from"]
-        constraints = [models.UniqueConstraint(fields=["country", "valid_from"], name="tax_rate_unique_from")]
+        constraints = [models.UniqueConstraint(fields=["country", "region", "valid_from"], name="tax_rate_unique_from")]
 
     def __str__(self) -> str:
-        return f"{self.country} {self.name} {self.rate * 100:.2f}% from {self.valid_from}"
+        where = f"{self.country}/{self.region}" if self.region else self.country
+        return f"{where} {self.name} {self.rate * 100:.2f}% from {self.valid_from}"

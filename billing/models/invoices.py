@@ -79,6 +79,7 @@ class Invoice(models.Model):
     supply_end = models.DateTimeField()
     currency = models.CharField(max_length=3)
     language = models.CharField(max_length=8, default="en")
+    billing_timezone = models.CharField(max_length=64, default="UTC", help_text="Dates on the document are shown in it.")
     # Snapshots: what the document says, as it was said at issue.
     seller_name = models.CharField(max_length=200)
     seller_address = models.TextField()

@@ -18,7 +18,7 @@ def invoice_pdf_bytes(*, invoice: Invoice) -> bytes:
     """The document as PDF, in the customer's language, from the snapshot fields only."""
     from weasyprint import HTML  # heavy import: only where PDFs are made
 
-    with translation.override(invoice.language or "en"), timezone.override(ZoneInfo(invoice.customer.timezone)):
+    with translation.override(invoice.language or "en"), timezone.override(ZoneInfo(invoice.billing_timezone)):
         html = render_to_string("billing/invoice_pdf.html", {"invoice": invoice, "lines": list(invoice.lines.all())})
     return HTML(string=html).write_pdf()
 

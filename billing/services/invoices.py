@@ -82,7 +82,7 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     invoice = Invoice.objects.create(
         kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
         plan_change=change, supply_start=change.effective_at, supply_end=change.new_period_end,
-        currency=change.currency, language=customer.language,
+        currency=change.currency, language=customer.language, billing_timezone=customer.timezone,
         seller_name=entity.name, seller_address=entity.address, seller_country=entity.country,
         seller_vat_id=entity.vat_id, buyer_name=customer.name, buyer_address=customer.address,
         buyer_country=customer.country, buyer_vat_id=customer.vat_id,

@@ -132,3 +132,22 @@ def test_a_rolled_back_issue_returns_its_number():
     with transaction.atomic():
         assert document_number_take(entity=entity, kind="invoice", year=2026) == "CG-2026-000002"
     assert DocumentSeries.objects.get(kind="invoice", year=2026).next_number == 3
+
+
+def test_a_regions_own_rate_wins_over_the_countrys():
+    s = subscription_setup()
+    TaxRate.objects.create(country="ES", rate=Decimal("0.21"), valid_from="2020-01-01")
+    TaxRate.objects.create(country="ES", region="ES-CN", rate=Decimal("0"), valid_from="2020-01-01")
+    Customer.objects.filter(pk=s.customer.pk).update(country="ES", region="ES-CN")
+    quote, _ = change_to(s, s.pro_month)
+    assert quote.tax_rate == 0 and not quote.reverse_charge
+    Customer.objects.filter(pk=s.customer.pk).update(region="")
+    second, _ = change_to(s, s.business_month)
+    assert second.tax_rate == Decimal("0.21")
+
+
+def test_the_document_keeps_the_billing_timezone_it_was_issued_in():
+    s = subscription_setup()
+    _, change = change_to(s, s.pro_month)
+    Customer.objects.filter(pk=s.customer.pk).update(timezone="Asia/Tokyo")
+    assert Invoice.objects.get(plan_change=change).billing_timezone == "Europe/Berlin"
