@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from billing.models import PlanChange, StripeEvent
 from billing.payments import get_gateway
-from billing.services.plan_changes import plan_change_record_payment, plan_change_refresh_payment
+from billing.services.plan_changes import plan_change_record_payment
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +84,15 @@ def stripe_event_process(*, event_id: str, now: datetime) -> str:
 
 
 def _payment_updated(*, intent_id: str, idempotency_key: str, now: datetime) -> str:
+    """Record Stripe's current state of the payment against its change, whatever the change's status:
+    money that arrives for a change already closed (cancelled, failed) is credited, never dropped."""
     change = PlanChange.objects.filter(payment_gateway="stripe", payment_reference=intent_id).first()
-    if change is not None:
-        return plan_change_refresh_payment(plan_change=change, now=now).status
-    # The charge's answer never reached us (timeout): the change is still pending without a reference.
-    # Its key is in the intent's metadata; record the intent's current state, not the event's copy.
-    if not idempotency_key.startswith(KEY_PREFIX) or not idempotency_key[len(KEY_PREFIX):].isdigit():
-        return "unknown_payment"
-    change = PlanChange.objects.filter(pk=int(idempotency_key[len(KEY_PREFIX):]), payment_gateway="stripe",
-                                       status=PlanChange.Status.PENDING).first()
-    if change is None or change.payment_idempotency_key != idempotency_key:
+    if change is None and idempotency_key.startswith(KEY_PREFIX) and idempotency_key[len(KEY_PREFIX):].isdigit():
+        # The charge's answer never reached us (timeout): find the change by the key in the intent's metadata.
+        change = PlanChange.objects.filter(pk=int(idempotency_key[len(KEY_PREFIX):]), payment_gateway="stripe").first()
+        if change is not None and change.payment_idempotency_key != idempotency_key:
+            change = None
+    if change is None:
         return "unknown_payment"
     result = get_gateway("stripe").retrieve(reference=intent_id)
     return plan_change_record_payment(plan_change_id=change.pk, result=result, now=now).status

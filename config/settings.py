@@ -206,6 +206,8 @@ PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="local")
 QUOTE_TTL = timedelta(minutes=env.int("QUOTE_TTL_MINUTES", default=15))
 # A pending plan change whose payment outcome is unknown this long is re-checked by the reconciler.
 PAYMENT_RECONCILE_AFTER = timedelta(minutes=env.int("PAYMENT_RECONCILE_AFTER_MINUTES", default=2))
+# Only this long after a charge is "the gateway never took it" concluded from a search (Stripe's lags).
+PAYMENT_NOT_TAKEN_AFTER = timedelta(minutes=env.int("PAYMENT_NOT_TAKEN_AFTER_MINUTES", default=15))
 # A plan change left waiting for the customer's authentication this long is cancelled.
 PAYMENT_ACTION_TIMEOUT = timedelta(hours=env.int("PAYMENT_ACTION_TIMEOUT_HOURS", default=23))
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))

@@ -305,6 +305,9 @@ def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | Non
                                                       "applied."), plan_change=change.pk)
         if result is not None and result.status == "requires_action":
             raise ChangeConflict("not_cancellable", _("The payment could not be cancelled; try again in a moment."))
+        if result is None and plan_change.created_at > now - settings.PAYMENT_NOT_TAKEN_AFTER:
+            raise ChangeConflict("not_cancellable", _("The payment's outcome is not known yet; try again in a few "
+                                                      "minutes."))
     with transaction.atomic():
         customer, subscription, change = _lock(plan_change.customer_id, plan_change.subscription_id, plan_change.pk)
         if change.status not in (PlanChange.Status.SCHEDULED, *PlanChange.IN_FLIGHT):
@@ -406,6 +409,8 @@ def _reconcile_one(*, change: PlanChange, now: datetime) -> PlanChange:
     if change.status == PlanChange.Status.PENDING:
         result = gateway.find(idempotency_key=change.payment_idempotency_key)
         if result is None:
+            if change.created_at > now - settings.PAYMENT_NOT_TAKEN_AFTER:
+                return change  # a search may lag behind the charge: ask again on a later run
             return _fail_pending(change_id=change.pk, now=now)
         return plan_change_record_payment(plan_change_id=change.pk, result=result, now=now)
     change = plan_change_refresh_payment(plan_change=change, now=now)

@@ -253,3 +253,23 @@ def test_refund_is_idempotent_and_limited_to_what_was_paid(stripe_standin):
     too_much = gateway.refund(reference=change.payment_reference, amount=Money(Decimal("60.00"), "EUR"),
                               idempotency_key=f"crossgrade-refund-{change.pk}-2")
     assert too_much.status == "failed" and "greater than" in too_much.failure_message
+
+
+def test_a_payment_that_succeeds_after_its_change_was_closed_is_credited_once(stripe_standin, client,
+                                                                               django_capture_on_commit_callbacks):
+    """The charge's answer was lost and the change was closed meanwhile; Stripe took the money after all."""
+    from billing.models import BalanceEntry
+
+    s = stripe_setup("pm_card_authenticationRequired")
+    change = accept(make_quote(s), s)
+    intent_id = change.payment_reference
+    # Closed on our side (as a cancel after a lost answer would), while the customer authenticates at Stripe.
+    PlanChange.objects.filter(pk=change.pk).update(status="cancelled", payment_reference="")
+    stripe_standin.authenticate(intent_id)
+    event = stripe_standin.event(intent_id, "payment_intent.succeeded")
+    for _ in range(2):  # and Stripe delivers it twice
+        with django_capture_on_commit_callbacks(execute=True):
+            assert deliver(client, event).status_code == 200
+    credit = BalanceEntry.objects.get(kind="payment_credit")
+    assert credit.amount == change.amount_due and intent_id in credit.description
+    assert PlanChange.objects.get(pk=change.pk).status == "cancelled" and subscription_version(s) == 1
