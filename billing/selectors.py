@@ -130,6 +130,13 @@ def legal_entity_default() -> LegalEntity | None:
     return LegalEntity.objects.filter(is_default=True).first()
 
 
+def billing_date(*, customer: Customer, moment: datetime) -> date:
+    """The calendar day of `moment` in the customer's billing timezone: the day tax is decided for."""
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(customer.timezone)).date()
+
+
 def tax_decision_for(*, customer: Customer, on: date, entity: LegalEntity | None = None) -> TaxDecision:
     """The VAT treatment of a sale to `customer` on that day: recalculated every time, never copied."""
     entity = entity or legal_entity_default()

@@ -66,7 +66,7 @@ class Invoice(models.Model):
 
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.INVOICE)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)
-    number = models.CharField(max_length=30, null=True, blank=True, unique=True,
+    number = models.CharField(max_length=30, null=True, blank=True,
                               help_text="Taken from its series when the document is issued, never before.")
     legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="invoices")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
@@ -113,6 +113,7 @@ class Invoice(models.Model):
                                    name="issued_documents_have_a_number"),
             models.UniqueConstraint(fields=["plan_change", "kind"], condition=Q(plan_change__isnull=False),
                                     name="one_document_of_a_kind_per_plan_change"),
+            models.UniqueConstraint(fields=["legal_entity", "number"], name="document_number_unique_per_entity"),
         ]
         indexes = [models.Index(fields=["legal_entity", "issued_at"], name="invoice_issued_idx")]
         permissions = [

@@ -132,11 +132,14 @@ class PlanChange(models.Model):
     lines = models.JSONField(default=list)
     subtotal = models.DecimalField(**AMOUNT)
     tax_rate = models.DecimalField(max_digits=7, decimal_places=5, null=True)
+    reverse_charge = models.BooleanField(default=False)
     tax = models.DecimalField(**AMOUNT)
     total = models.DecimalField(**AMOUNT)
     balance_applied = models.DecimalField(**AMOUNT)
     amount_due = models.DecimalField(**AMOUNT)
     balance_after = models.DecimalField(**AMOUNT)
+    return_url = models.CharField(max_length=500, blank=True,
+                                  help_text="Where the customer's browser returns after authenticating the payment.")
     payment_method = models.ForeignKey("billing.PaymentMethod", null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="+")
     payment_gateway = models.CharField(max_length=20, blank=True)

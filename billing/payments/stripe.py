@@ -31,6 +31,27 @@ METADATA_KEY = "crossgrade_idempotency_key"
 UNKNOWN_OUTCOME = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
 
 
+class StripeAmountUnsupported(ValueError):
+    pass
+
+
+# Stripe's own rules at the API boundary (its "special cases" for currencies): ISK is sent as a two-decimal
+# amount of whole krónur; three-decimal currencies must end in 0 (multiples of 10 minor units).
+STRIPE_TWO_DECIMAL_WHOLE = {"ISK"}
+STRIPE_THREE_DECIMAL = {"BHD", "JOD", "KWD", "OMR", "TND"}
+
+
+def stripe_amount(amount: Money) -> int:
+    """Our exact amount in the integer unit Stripe expects for that currency, or refused (never rounded)."""
+    minor = amount.to_minor_units()
+    if amount.currency in STRIPE_TWO_DECIMAL_WHOLE:
+        return minor * 100
+    if amount.currency in STRIPE_THREE_DECIMAL and minor % 10:
+        raise StripeAmountUnsupported(
+            f"Stripe accepts {amount.currency} amounts only in multiples of 0.010; {amount} cannot be charged exactly.")
+    return minor
+
+
 class StripeGateway:
     name = "stripe"
 
@@ -45,8 +66,13 @@ class StripeGateway:
     def charge(self, *, payment_method: str, amount: Money, idempotency_key: str, description: str = "",
                return_url: str = "") -> PaymentResult:
         assert_outside_transaction()
+        try:
+            stripe_minor = stripe_amount(amount)
+        except StripeAmountUnsupported as exc:
+            return PaymentResult(status="declined", reference="", failure_code="amount_not_supported",
+                                 failure_message=str(exc))
         params: dict[str, Any] = {
-            "amount": amount.to_minor_units(),
+            "amount": stripe_minor,
             "currency": amount.currency.lower(),
             "payment_method": payment_method,
             "payment_method_types": ["card"],
@@ -98,7 +124,11 @@ class StripeGateway:
 
     def refund(self, *, reference: str, amount: Money, idempotency_key: str) -> RefundResult:
         assert_outside_transaction()
-        params = {"payment_intent": reference, "amount": amount.to_minor_units(),
+        try:
+            stripe_minor = stripe_amount(amount)
+        except StripeAmountUnsupported as exc:
+            return RefundResult(status="failed", reference="", failure_message=str(exc))
+        params = {"payment_intent": reference, "amount": stripe_minor,
                   "metadata": {METADATA_KEY: idempotency_key}}
         try:
             refund = self.client.v1.refunds.create(params, {"idempotency_key": idempotency_key})

@@ -7,7 +7,6 @@ change, so a change never exists without its document, nor a number without its 
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from decimal import Decimal
 
@@ -15,13 +14,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import translation
 
-from billing import proration
 from billing.errors import BillingError
 from billing.models import Customer, DocumentSeries, Invoice, InvoiceLine, LegalEntity, PlanChange, Timing
-from billing.selectors import legal_entity_default, tax_decision_for
+from billing.selectors import legal_entity_default
+from billing.tax import REVERSE_CHARGE_MENTION, TaxDecision
 from billing.templatetags.billing_format import line_text
-
-logger = logging.getLogger(__name__)
 
 
 def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
@@ -67,30 +64,31 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     entity = legal_entity_default()
     if entity is None:
         raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
-    supply_date = (change.quote.created_at if change.quote_id else change.effective_at)
-    decision = tax_decision_for(customer=customer, on=supply_date.date(), entity=entity)
+    # The document states exactly the tax that was charged: the change's rate and treatment, which were
+    # decided for the quote and checked again when it was accepted, before payment.
+    decision = TaxDecision(rate=change.tax_rate, reverse_charge=change.reverse_charge,
+                           mention=REVERSE_CHARGE_MENTION if change.reverse_charge else "")
     credit = change.total < 0
     sign = Decimal(-1) if credit else Decimal(1)
-    tax = proration.Tax(rate=decision.rate, inclusive=change.to_price.tax_behavior == "inclusive") \
-        if decision.rate is not None else None
-    subtotal = sum((Decimal(line["amount"]) for line in change.lines), Decimal(0))
-    totals = proration.totals_for(subtotal, tax, Decimal(0), change.currency)
-    if (totals.subtotal, totals.tax, totals.total) != (change.subtotal, change.tax, change.total):
-        # Same inputs as the quote, so this cannot differ; if it ever does, the amounts charged win.
-        logger.error("plan change %s: recalculated tax %s differs from the charged %s", change.pk, totals.tax,
-                     change.tax)
+    inclusive = change.to_price.tax_behavior == "inclusive" and decision.rate is not None
+    corrected = None
+    if credit:  # the invoice that billed the period now credited (EU VAT Directive, Article 219)
+        corrected = (Invoice.objects.filter(customer=customer, kind=Invoice.Kind.INVOICE,
+                                            plan_change__subscription_id=change.subscription_id,
+                                            supply_start__lte=change.effective_at, supply_end__gt=change.effective_at)
+                     .exclude(status=Invoice.Status.DRAFT).order_by("-issued_at", "-pk").first())
     invoice = Invoice.objects.create(
         kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
-        plan_change=change, supply_start=change.effective_at, supply_end=change.new_period_end,
+        plan_change=change, related_invoice=corrected, supply_start=change.effective_at, supply_end=change.new_period_end,
         currency=change.currency, language=customer.language, billing_timezone=customer.timezone,
         seller_name=entity.name, seller_address=entity.address, seller_country=entity.country,
         seller_vat_id=entity.vat_id, buyer_name=customer.name, buyer_address=customer.address,
         buyer_country=customer.country, buyer_vat_id=customer.vat_id,
-        tax_inclusive=bool(tax and tax.inclusive), reverse_charge=decision.reverse_charge,
+        tax_inclusive=inclusive, reverse_charge=decision.reverse_charge,
         legal_mention=decision.mention,
         subtotal=sign * change.subtotal, tax_total=sign * change.tax, total=sign * change.total,
         tax_breakdown=[{"rate": str(decision.rate if decision.rate is not None else 0),
-                        "taxable": str(sign * (change.subtotal - change.tax if tax and tax.inclusive else change.subtotal)),
+                        "taxable": str(sign * (change.subtotal - change.tax if inclusive else change.subtotal)),
                         "tax": str(sign * change.tax)}],
         balance_applied=change.balance_applied, amount_paid=change.amount_due,
         payment_reference=change.payment_reference, created_at=now,

@@ -20,7 +20,13 @@ from billing.errors import ChangeConflict, ChangeRefused
 from billing.models import BalanceEntry, Customer, Direction, PlanChange, Quote, Subscription, Timing
 from billing.money import Money, format_amount
 from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
-from billing.selectors import customer_balance, legal_entity_default, payment_method_default
+from billing.selectors import (
+    billing_date,
+    customer_balance,
+    legal_entity_default,
+    payment_method_default,
+    tax_decision_for,
+)
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_plan_change
 from entitlements.selectors import entitlements_compute, entitlements_gained
@@ -60,13 +66,14 @@ def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime,
     Accepting a quote whose payment is already under way resumes that same payment. `return_url` is
     where the customer's browser comes back to after authenticating the payment at the gateway.
     """
-    change = _plan_change_open(quote_id=quote.pk, actor=actor, now=now)
+    change = _plan_change_open(quote_id=quote.pk, actor=actor, now=now, return_url=return_url)
     if change.status == PlanChange.Status.PENDING:
-        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor, return_url=return_url)
+        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor)
     return change
 
 
-def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: datetime) -> PlanChange:
+def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: datetime,
+                      return_url: str = "") -> PlanChange:
     quote = Quote.objects.get(pk=quote_id)
     with transaction.atomic():
         customer, subscription, _no_change = _lock(quote.customer_id, quote.subscription_id)
@@ -98,6 +105,11 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
             )
         if quote.timing == Timing.NOW and quote.lines and legal_entity_default() is None:
             raise ChangeRefused("no_legal_entity", _("Invoicing is not set up yet; contact support."))
+        decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=quote.created_at))
+        if (decision.rate, decision.reverse_charge) != (quote.tax_rate, quote.reverse_charge):
+            # The rate or the customer's VAT status changed since the quote: its tax no longer holds.
+            raise ChangeConflict("tax_changed", _("The tax that applies to you changed since this quote was made; "
+                                                  "request a new quote."))
         payment_method = None
         if quote.amount_due > 0:
             payment_method = payment_method_default(customer=customer)
@@ -114,7 +126,8 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                     to_price_id=quote.to_price_id, to_quantity=quote.to_quantity,
                     effective_at=quote.effective_at, new_period_start=quote.new_period_start,
                     new_period_end=quote.new_period_end, currency=quote.currency, lines=quote.lines,
-                    subtotal=quote.subtotal, tax_rate=quote.tax_rate, tax=quote.tax, total=quote.total,
+                    subtotal=quote.subtotal, tax_rate=quote.tax_rate, reverse_charge=quote.reverse_charge,
+                    tax=quote.tax, total=quote.total, return_url=return_url[:500],
                     balance_applied=quote.balance_applied, amount_due=quote.amount_due,
                     balance_after=quote.balance_after, payment_method=payment_method,
                     payment_gateway=payment_method.gateway if payment_method else "",
@@ -141,9 +154,10 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
     return change
 
 
-def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime, actor: AbstractBaseUser | None = None,
-                                return_url: str = "") -> PlanChange:
-    """Charge the pending change's amount (outside any transaction), then record the outcome."""
+def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
+                                actor: AbstractBaseUser | None = None) -> PlanChange:
+    """Charge the pending change's amount (outside any transaction), then record the outcome. Every retry sends
+    exactly the same request (key, amount, method, return address), as idempotent gateways require."""
     gateway = get_gateway(plan_change.payment_gateway)
     try:
         result = gateway.charge(
@@ -151,7 +165,7 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime, actor
             amount=Money(plan_change.amount_due, plan_change.currency),
             idempotency_key=plan_change.payment_idempotency_key,
             description=f"Crossgrade plan change {plan_change.pk}",
-            return_url=return_url,
+            return_url=plan_change.return_url,
         )
     except GatewayUnavailable as exc:
         logger.warning("payment for plan change %s has an unknown outcome: %s", plan_change.pk, exc)

@@ -27,7 +27,7 @@ from billing.models import (
     Timing,
 )
 from billing.money import minor_unit
-from billing.selectors import customer_balance, tax_decision_for
+from billing.selectors import billing_date, customer_balance, tax_decision_for
 from billing.tax import TaxDecision
 
 
@@ -89,7 +89,7 @@ def pricing_context(*, subscription: Subscription, now: datetime) -> PricingCont
     customer = subscription.customer
     return PricingContext(
         rules=list(ChangeRule.objects.filter(is_active=True).order_by("position", "id")),
-        tax=tax_decision_for(customer=customer, on=now.astimezone(ZoneInfo(customer.timezone)).date()),
+        tax=tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now)),
         balance=customer_balance(customer=customer, currency=subscription.price.currency),
         open_changes=list(
             PlanChange.objects.filter(

@@ -36,6 +36,9 @@ def credit_note_refund(*, credit_note: Invoice, actor: AbstractBaseUser, reason:
     if credit_note.kind != Invoice.Kind.CREDIT_NOTE or credit_note.status == Invoice.Status.DRAFT:
         raise ChangeRefused("not_a_credit_note", "Only issued credit notes can be refunded in cash.")
     amount, currency = credit_note.total, credit_note.currency
+    pending = CashRefund.objects.filter(credit_note=credit_note, status=CashRefund.Status.PENDING).first()
+    if pending is not None:  # its outcome is unknown: ask again with the same key, never a second refund
+        return _cash_refund_settle(refund=pending, actor=actor, now=now)
     with transaction.atomic():
         customer = Customer.objects.select_for_update().get(pk=credit_note.customer_id)
         if CashRefund.objects.filter(credit_note=credit_note).exclude(status=CashRefund.Status.FAILED).exists():
@@ -56,18 +59,28 @@ def credit_note_refund(*, credit_note: Invoice, actor: AbstractBaseUser, reason:
                                     description=f"{credit_note.number} paid back to the card ({payment.payment_reference})")
         audit_event_record(actor=actor, action="credit_note.cash_refund_requested", target=refund, now=now,
                            customer=customer, reason_code="staff_refund", after=_snapshot(refund), message=reason)
+    return _cash_refund_settle(refund=refund, actor=actor, now=now)
+
+
+def _cash_refund_settle(*, refund: CashRefund, actor: AbstractBaseUser, now: datetime) -> CashRefund:
+    """Refund at the gateway with the refund's own key (no lock held), then record the outcome once."""
+    amount, currency, credit_note = refund.amount, refund.currency, refund.credit_note
     try:
         result = get_gateway(refund.payment_gateway).refund(
             reference=refund.payment_reference, amount=Money(amount, currency), idempotency_key=refund.idempotency_key)
     except GatewayUnavailable:
         raise ChangeConflict("payment_unavailable", "The payment provider did not answer; the refund is recorded as "
-                             "pending. Try again: it will not be paid twice.", status=503) from None
+                             "pending. Refund again to ask once more: it will not be paid twice.", status=503) from None
     with transaction.atomic():
         customer = Customer.objects.select_for_update().get(pk=refund.customer_id)
         refund = CashRefund.objects.select_for_update().get(pk=refund.pk)
         if refund.status != CashRefund.Status.PENDING:
             return refund
         refund.closed_at = now
+        if result.status == "pending":  # accepted by the gateway, not settled yet: ask again later
+            refund.refund_reference = result.reference
+            refund.save(update_fields=["refund_reference"])
+            return refund
         if result.status == "failed":
             refund.status, refund.failure_message = CashRefund.Status.FAILED, result.failure_message[:300]
             BalanceEntry.objects.create(customer=customer, currency=currency, amount=amount, created_at=now,
@@ -78,7 +91,7 @@ def credit_note_refund(*, credit_note: Invoice, actor: AbstractBaseUser, reason:
         refund.save()
         audit_event_record(actor=actor, action=f"credit_note.cash_refund_{refund.status}", target=refund, now=now,
                            customer=customer, reason_code="staff_refund", after=_snapshot(refund),
-                           message=refund.failure_message or reason)
+                           message=refund.failure_message or refund.reason)
     return refund
 
 

@@ -151,3 +151,46 @@ def test_the_document_keeps_the_billing_timezone_it_was_issued_in():
     _, change = change_to(s, s.pro_month)
     Customer.objects.filter(pk=s.customer.pk).update(timezone="Asia/Tokyo")
     assert Invoice.objects.get(plan_change=change).billing_timezone == "Europe/Berlin"
+
+
+def test_a_quote_whose_tax_changed_before_acceptance_is_refused_before_charging():
+    from billing.models import LocalPayment
+
+    s = subscription_setup()
+    TaxRate.objects.create(country="FR", rate=Decimal("0.20"), valid_from="2020-01-01")
+    Customer.objects.filter(pk=s.customer.pk).update(country="FR")
+    quote = quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk), to_price=s.pro_month,
+                         quantity=5, now=MID_JANUARY, actor=s.owner)
+    Customer.objects.filter(pk=s.customer.pk).update(vat_id="FR40303265045")  # now reverse-charged
+    with pytest.raises(BillingError) as info:
+        quote_accept(quote=quote, actor=s.owner, now=MID_JANUARY)
+    assert info.value.code == "tax_changed" and not LocalPayment.objects.exists()
+
+
+def test_the_document_states_the_tax_that_was_charged():
+    s = subscription_setup()
+    quote, change = change_to(s, s.pro_month)
+    TaxRate.objects.create(country="DE", rate=Decimal("0.16"), valid_from="2026-01-01")  # too late for this one
+    invoice = Invoice.objects.get(plan_change=change)
+    assert invoice.tax_breakdown[0]["rate"] == "0.19000" and invoice.tax_total == quote.tax
+
+
+def test_a_credit_note_references_the_invoice_it_corrects():
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
+    _, up = change_to(s, s.pro_month)
+    _, down = change_to(s, s.basic_month)
+    credit_note = Invoice.objects.get(plan_change=down)
+    assert credit_note.related_invoice == Invoice.objects.get(plan_change=up)
+
+
+def test_two_legal_entities_number_independently_without_colliding():
+    s = subscription_setup()
+    _, first = change_to(s, s.pro_month)
+    LegalEntity.objects.update(is_default=False)
+    LegalEntity.objects.create(name="Crossgrade Ltd", address="London", country="GB", vat_id="GB980780684",
+                               is_default=True)  # same default prefixes
+    _, second = change_to(s, s.business_month)
+    numbers = [Invoice.objects.get(plan_change=c).number for c in (first, second)]
+    assert numbers == ["CG-2026-000001", "CG-2026-000001"]
+    assert Invoice.objects.get(plan_change=second).legal_entity.name == "Crossgrade Ltd"

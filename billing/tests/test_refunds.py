@@ -79,3 +79,28 @@ def test_the_admin_needs_the_permission_and_a_reason(client, credit_note):
     assert not CashRefund.objects.exists()
     response = client.post(url, {"reason": "Goodwill after an outage"})
     assert response.status_code == 302 and CashRefund.objects.get().status == "succeeded"
+
+
+def test_a_refund_whose_outcome_was_lost_is_resumed_with_the_same_key(credit_note, monkeypatch):
+    from billing.payments import GatewayUnavailable
+    from billing.payments.local import LocalGateway
+
+    calls = []
+
+    class Flaky(LocalGateway):
+        def refund(self, **kwargs):
+            calls.append(kwargs["idempotency_key"])
+            result = super().refund(**kwargs)
+            if len(calls) == 1:
+                raise GatewayUnavailable("read timeout")  # the refund went through; the answer was lost
+            return result
+
+    monkeypatch.setattr("billing.services.refunds.get_gateway", lambda name=None: Flaky())
+    staff = UserFactory()
+    with pytest.raises(BillingError) as info:
+        credit_note_refund(credit_note=credit_note, actor=staff, reason="closing", now=MID_JANUARY)
+    assert info.value.code == "payment_unavailable" and CashRefund.objects.get().status == "pending"
+    refund = credit_note_refund(credit_note=credit_note, actor=staff, reason="closing", now=MID_JANUARY)
+    assert refund.status == "succeeded" and calls[0] == calls[1]
+    assert LocalRefund.objects.count() == 1
+    assert customer_balance(customer=credit_note.customer, currency="EUR") == 0

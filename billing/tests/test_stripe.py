@@ -273,3 +273,36 @@ def test_a_payment_that_succeeds_after_its_change_was_closed_is_credited_once(st
     credit = BalanceEntry.objects.get(kind="payment_credit")
     assert credit.amount == change.amount_due and intent_id in credit.description
     assert PlanChange.objects.get(pk=change.pk).status == "cancelled" and subscription_version(s) == 1
+
+
+@pytest.mark.parametrize(("amount", "currency", "sent"), [
+    ("61.42", "EUR", 6142), ("1500", "JPY", 1500), ("1500", "ISK", 150000), ("12.340", "KWD", 12340)])
+def test_amounts_leave_in_the_unit_stripe_expects(amount, currency, sent):
+    from billing.payments.stripe import stripe_amount
+
+    assert stripe_amount(Money(Decimal(amount), currency)) == sent
+
+
+def test_a_three_decimal_amount_stripe_cannot_take_is_declined_not_rounded(stripe_standin):
+    result = get_gateway("stripe").charge(payment_method="pm_card_visa", amount=Money(Decimal("12.345"), "KWD"),
+                                          idempotency_key="k-kwd", return_url=RETURN_URL)
+    assert (result.status, result.failure_code) == ("declined", "amount_not_supported")
+    assert not stripe_standin.requests_to("POST", INTENTS)
+
+
+def test_resuming_from_the_portal_sends_the_same_request_as_the_first_attempt(stripe_standin, settings):
+    """The portal's "I have confirmed it" resumes a pending charge; Stripe refuses a key reused with other
+    parameters, so the retry must carry the first attempt's return address too."""
+    from billing.services.plan_changes import plan_change_refresh_payment
+
+    settings.STRIPE_TIMEOUT_SECONDS = 0.5
+    stripe_standin.timeout_sleep = 1.5
+    s = stripe_setup("pm_card_timeout")
+    with pytest.raises(ChangeConflict):
+        accept(make_quote(s), s)
+    change = PlanChange.objects.get()
+    assert change.return_url == RETURN_URL
+    done = plan_change_refresh_payment(plan_change=change, now=MID_JANUARY + timedelta(minutes=3))
+    assert done.status == "applied"
+    requests = stripe_standin.requests_to("POST", INTENTS)
+    assert [r.params.get("return_url") for r in requests] == [RETURN_URL, RETURN_URL]
