@@ -11,10 +11,8 @@ import io
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date
 from decimal import Decimal
-
-from django.utils import timezone
 
 from billing.models import ExchangeRate, Invoice, LegalEntity
 from billing.money import format_amount, minor_unit, round_ratio
@@ -28,14 +26,9 @@ class ReportRow:
     values: dict[str, str]
 
 
-def _period(start: date, end: date) -> tuple[datetime, datetime]:
-    return (datetime.combine(start, time.min, tzinfo=timezone.get_current_timezone()),
-            datetime.combine(end, time.max, tzinfo=timezone.get_current_timezone()))
-
-
 def documents_issued(*, entity: LegalEntity, start: date, end: date) -> Iterable[Invoice]:
-    first, last = _period(start, end)
-    return (Invoice.objects.filter(legal_entity=entity, issued_at__range=(first, last))
+    """Documents whose issue date (the seller's calendar, as printed on them) falls in [start, end]."""
+    return (Invoice.objects.filter(legal_entity=entity, issue_date__range=(start, end))
             .exclude(status=Invoice.Status.DRAFT).select_related("customer").order_by("issued_at", "pk"))
 
 
@@ -54,7 +47,7 @@ def report_rows(*, entity: LegalEntity, start: date, end: date) -> list[ReportRo
     for doc in documents_issued(entity=entity, start=start, end=end):
         sign = Decimal(-1) if doc.kind == Invoice.Kind.CREDIT_NOTE else Decimal(1)
         cur = doc.currency
-        issued = doc.issued_at.date()
+        issued = doc.issue_date
         total = sign * doc.total
         if cur == base:
             rate_value, rate_date, in_base = "1", issued.isoformat(), format_amount(total, base)

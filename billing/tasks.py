@@ -46,3 +46,10 @@ def process_stripe_event(event_id: str) -> str:
     from billing.webhooks import stripe_event_process
 
     return stripe_event_process(event_id=event_id, now=timezone.now())
+
+
+@shared_task(name="billing.tasks.process_stuck_stripe_events")
+def process_stuck_stripe_events() -> int:
+    from billing.webhooks import stripe_events_unprocessed_enqueue
+
+    return stripe_events_unprocessed_enqueue(now=timezone.now())

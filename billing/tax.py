@@ -20,6 +20,7 @@ REVERSE_CHARGE_MENTION = (
     "Reverse charge: VAT to be accounted for by the recipient "
     "(Article 196, Council Directive 2006/112/EC)."
 )
+OUTSIDE_EU_MENTION = "Place of supply outside the EU: no EU VAT charged."
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,4 +52,21 @@ def tax_decision(*, seller_country: str, buyer_country: str, buyer_vat_id: str,
     if (seller_country in EU_MEMBER_STATES and buyer_country in EU_MEMBER_STATES
             and buyer_country != seller_country and vat_id_valid_for(buyer_vat_id, buyer_country)):
         return TaxDecision(rate=Decimal(0), reverse_charge=True, mention=REVERSE_CHARGE_MENTION)
+    if buyer_country not in EU_MEMBER_STATES and seller_country in EU_MEMBER_STATES:
+        return TaxDecision(rate=country_rate, mention="" if country_rate else OUTSIDE_EU_MENTION)
     return TaxDecision(rate=country_rate)
+
+
+def document_mention(*, rate: Decimal | None, reverse_charge: bool, seller_country: str, buyer_country: str) -> str:
+    """The legal mention a document carries for the tax treatment that was charged."""
+    if reverse_charge:
+        return REVERSE_CHARGE_MENTION
+    if not rate and seller_country in EU_MEMBER_STATES and buyer_country not in EU_MEMBER_STATES:
+        return OUTSIDE_EU_MENTION
+    return ""
+
+
+def missing_rate(*, seller_country: str, buyer_country: str, decision: TaxDecision) -> bool:
+    """An EU sale that should carry VAT but has no rate on file: it must not go out untaxed."""
+    return (seller_country in EU_MEMBER_STATES and buyer_country in EU_MEMBER_STATES
+            and decision.rate is None and not decision.reverse_charge)

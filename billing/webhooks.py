@@ -25,7 +25,6 @@ from billing.services.plan_changes import plan_change_record_payment
 logger = logging.getLogger(__name__)
 
 PAYMENT_EVENTS = {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"}
-KEY_PREFIX = "crossgrade-plan-change-"
 
 
 @csrf_exempt
@@ -86,13 +85,27 @@ def stripe_event_process(*, event_id: str, now: datetime) -> str:
 def _payment_updated(*, intent_id: str, idempotency_key: str, now: datetime) -> str:
     """Record Stripe's current state of the payment against its change, whatever the change's status:
     money that arrives for a change already closed (cancelled, failed) is credited, never dropped."""
+    prefix = f"{settings.IDEMPOTENCY_NAMESPACE}-plan-change-"  # another deployment's payments are not ours
     change = PlanChange.objects.filter(payment_gateway="stripe", payment_reference=intent_id).first()
-    if change is None and idempotency_key.startswith(KEY_PREFIX) and idempotency_key[len(KEY_PREFIX):].isdigit():
+    if change is None and idempotency_key.startswith(prefix) and idempotency_key[len(prefix):].isdigit():
         # The charge's answer never reached us (timeout): find the change by the key in the intent's metadata.
-        change = PlanChange.objects.filter(pk=int(idempotency_key[len(KEY_PREFIX):]), payment_gateway="stripe").first()
+        change = PlanChange.objects.filter(pk=int(idempotency_key[len(prefix):]), payment_gateway="stripe").first()
         if change is not None and change.payment_idempotency_key != idempotency_key:
             change = None
     if change is None:
         return "unknown_payment"
     result = get_gateway("stripe").retrieve(reference=intent_id)
     return plan_change_record_payment(plan_change_id=change.pk, result=result, now=now).status
+
+
+def stripe_events_unprocessed_enqueue(*, now: datetime, grace_minutes: int = 10, limit: int = 500) -> int:
+    """Catch-up: events stored but still unprocessed after their task gave up are sent to the workers again."""
+    from datetime import timedelta
+
+    from billing.tasks import process_stripe_event
+
+    ids = list(StripeEvent.objects.filter(processed_at__isnull=True, received_at__lte=now - timedelta(
+        minutes=grace_minutes)).order_by("received_at").values_list("event_id", flat=True)[:limit])
+    for event_id in ids:
+        process_stripe_event.delay(event_id)
+    return len(ids)

@@ -199,6 +199,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=5),
     },
     "render-missing-pdfs": {"task": "billing.tasks.render_missing_pdfs", "schedule": timedelta(minutes=5)},
+    "process-stuck-stripe-events": {"task": "billing.tasks.process_stuck_stripe_events",
+                                    "schedule": timedelta(minutes=10)},
 }
 
 # Billing
@@ -212,6 +214,9 @@ PAYMENT_NOT_TAKEN_AFTER = timedelta(minutes=env.int("PAYMENT_NOT_TAKEN_AFTER_MIN
 PAYMENT_ACTION_TIMEOUT = timedelta(hours=env.int("PAYMENT_ACTION_TIMEOUT_HOURS", default=23))
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)
+# when several share a Stripe account, so their keys and payments can never be mistaken for each other.
+IDEMPOTENCY_NAMESPACE = env.str("IDEMPOTENCY_NAMESPACE", default="crossgrade")
 # Stripe (PAYMENT_GATEWAY=stripe). Keys come only from the environment, never from the repository.
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")

@@ -25,6 +25,8 @@ class LegalEntity(models.Model):
     invoice_prefix = models.CharField(max_length=10, default="CG", help_text="Invoice numbers: PREFIX-YEAR-000123.")
     credit_note_prefix = models.CharField(max_length=10, default="CGC",
                                           help_text="Credit note numbers: PREFIX-YEAR-000123.")
+    timezone = models.CharField(max_length=64, default="Europe/Berlin",
+                                help_text="Issue dates (and the year in document numbers) follow this calendar.")
     is_default = models.BooleanField(default=False)
 
     class Meta:
@@ -80,6 +82,9 @@ class Invoice(models.Model):
     currency = models.CharField(max_length=3)
     language = models.CharField(max_length=8, default="en")
     billing_timezone = models.CharField(max_length=64, default="UTC", help_text="Dates on the document are shown in it.")
+    issue_date = models.DateField(null=True, blank=True,
+                                  help_text="The issue date on the seller's calendar: on the PDF, in the number's "
+                                            "year and in exports.")
     # Snapshots: what the document says, as it was said at issue.
     seller_name = models.CharField(max_length=200)
     seller_address = models.TextField()
@@ -195,4 +200,4 @@ class CashRefund(models.Model):
 
     @property
     def idempotency_key(self) -> str:
-        return f"crossgrade-refund-{self.pk}"
+        return f"{settings.IDEMPOTENCY_NAMESPACE}-refund-{self.pk}"

@@ -178,7 +178,7 @@ class PlanChange(models.Model):
     @property
     def payment_idempotency_key(self) -> str:
         """Derived from our id, so every retry of this change's payment is the same payment."""
-        return f"crossgrade-plan-change-{self.pk}"
+        return f"{settings.IDEMPOTENCY_NAMESPACE}-plan-change-{self.pk}"
 
 
 class BalanceEntry(models.Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -17,7 +18,7 @@ from django.utils import translation
 from billing.errors import BillingError
 from billing.models import Customer, DocumentSeries, Invoice, InvoiceLine, LegalEntity, PlanChange, Timing
 from billing.selectors import legal_entity_default
-from billing.tax import REVERSE_CHARGE_MENTION, TaxDecision
+from billing.tax import TaxDecision, document_mention
 from billing.templatetags.billing_format import line_text
 
 
@@ -42,7 +43,8 @@ def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
     """Draft → issued: the number is taken now, inside this transaction."""
     if invoice.status != Invoice.Status.DRAFT:
         raise BillingError("not_a_draft", f"{invoice} is already issued.", status=409)
-    invoice.number = document_number_take(entity=invoice.legal_entity, kind=invoice.kind, year=now.year)
+    invoice.issue_date = now.astimezone(ZoneInfo(invoice.legal_entity.timezone)).date()  # the seller's calendar
+    invoice.number = document_number_take(entity=invoice.legal_entity, kind=invoice.kind, year=invoice.issue_date.year)
     invoice.status = Invoice.Status.ISSUED
     invoice.issued_at = now
     invoice.save()
@@ -67,7 +69,8 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     # The document states exactly the tax that was charged: the change's rate and treatment, which were
     # decided for the quote and checked again when it was accepted, before payment.
     decision = TaxDecision(rate=change.tax_rate, reverse_charge=change.reverse_charge,
-                           mention=REVERSE_CHARGE_MENTION if change.reverse_charge else "")
+                           mention=document_mention(rate=change.tax_rate, reverse_charge=change.reverse_charge,
+                                                    seller_country=entity.country, buyer_country=customer.country))
     credit = change.total < 0
     sign = Decimal(-1) if credit else Decimal(1)
     inclusive = change.to_price.tax_behavior == "inclusive" and decision.rate is not None

@@ -27,8 +27,8 @@ from billing.models import (
     Timing,
 )
 from billing.money import minor_unit
-from billing.selectors import billing_date, customer_balance, tax_decision_for
-from billing.tax import TaxDecision
+from billing.selectors import billing_date, customer_balance, legal_entity_default, tax_decision_for
+from billing.tax import TaxDecision, missing_rate
 
 
 def change_direction(*, from_price: Price, from_quantity: int, to_price: Price, to_quantity: int) -> str:
@@ -247,6 +247,11 @@ def quote_price(
     rule = eligible.rule
     currency = to_price.currency
     decision, balance = context.tax, context.balance
+    entity = legal_entity_default()
+    if entity is not None and missing_rate(seller_country=entity.country, buyer_country=customer.country,
+                                           decision=decision):
+        raise ChangeRefused("tax_not_configured", _("We cannot price this yet: no VAT rate is set up for your "
+                                                    "country. Please contact support."))
     tax = (proration.Tax(rate=decision.rate, inclusive=to_price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
            if decision.rate is not None else None)
     current = _item(subscription.price, subscription.quantity, subscription.discount_percent)

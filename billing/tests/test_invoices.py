@@ -194,3 +194,40 @@ def test_two_legal_entities_number_independently_without_colliding():
     numbers = [Invoice.objects.get(plan_change=c).number for c in (first, second)]
     assert numbers == ["CG-2026-000001", "CG-2026-000001"]
     assert Invoice.objects.get(plan_change=second).legal_entity.name == "Crossgrade Ltd"
+
+
+def test_an_eu_customer_without_a_configured_rate_is_not_priced_untaxed():
+    s = subscription_setup()
+    Customer.objects.filter(pk=s.customer.pk).update(country="IT")  # no Italian rate on file
+    with pytest.raises(BillingError) as info:
+        quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk), to_price=s.pro_month, quantity=5,
+                     now=MID_JANUARY, actor=s.owner)
+    assert info.value.code == "tax_not_configured"
+
+
+def test_a_buyer_outside_the_eu_gets_the_outside_scope_mention():
+    from billing.tax import OUTSIDE_EU_MENTION
+
+    s = subscription_setup()
+    Customer.objects.filter(pk=s.customer.pk).update(country="US")
+    quote, change = change_to(s, s.pro_month)
+    invoice = Invoice.objects.get(plan_change=change)
+    assert quote.tax == 0 and invoice.legal_mention == OUTSIDE_EU_MENTION and not invoice.reverse_charge
+
+
+def test_the_issue_date_and_the_numbers_year_follow_the_sellers_calendar():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from billing.services.invoices import invoice_issue
+    from billing.tests.factories import CustomerFactory
+
+    subscription_setup()
+    entity = LegalEntity.objects.get()  # Europe/Berlin
+    draft = Invoice.objects.create(legal_entity=entity, customer=CustomerFactory(), supply_start=MID_JANUARY,
+                                   supply_end=MID_JANUARY, currency="EUR", seller_name="S", seller_address="A",
+                                   seller_country="DE", seller_vat_id="X", buyer_name="B", buyer_country="DE",
+                                   subtotal=0, tax_total=0, total=0, created_at=MID_JANUARY)
+    new_year_in_berlin = datetime(2026, 12, 31, 23, 30, tzinfo=ZoneInfo("UTC"))  # 00:30 on 1 Jan 2027 in Berlin
+    issued = invoice_issue(invoice=draft, now=new_year_in_berlin)
+    assert issued.issue_date.isoformat() == "2027-01-01" and issued.number == "CG-2027-000001"
