@@ -20,6 +20,7 @@ from billing.models import (
     INTERVAL_RANK,
     ChangeRule,
     Direction,
+    LegalEntity,
     PlanChange,
     Price,
     Quote,
@@ -80,6 +81,7 @@ class PricingContext:
     """What pricing reads besides the subscription and the price: read once, reused for every plan shown."""
 
     rules: list[ChangeRule]
+    entity: LegalEntity | None
     tax: TaxDecision
     balance: Decimal
     open_changes: list[tuple[int, str, int]]  # (plan change id, status, subscription id): in flight or scheduled
@@ -87,9 +89,11 @@ class PricingContext:
 
 def pricing_context(*, subscription: Subscription, now: datetime) -> PricingContext:
     customer = subscription.customer
+    entity = legal_entity_default()
     return PricingContext(
         rules=list(ChangeRule.objects.filter(is_active=True).order_by("position", "id")),
-        tax=tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now)),
+        entity=entity,
+        tax=tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now), entity=entity),
         balance=customer_balance(customer=customer, currency=subscription.price.currency),
         open_changes=list(
             PlanChange.objects.filter(
@@ -246,8 +250,7 @@ def quote_price(
                                   context=context, cancel=cancel)
     rule = eligible.rule
     currency = to_price.currency
-    decision, balance = context.tax, context.balance
-    entity = legal_entity_default()
+    decision, balance, entity = context.tax, context.balance, context.entity
     if entity is not None and missing_rate(seller_country=entity.country, buyer_country=customer.country,
                                            decision=decision):
         raise ChangeRefused("tax_not_configured", _("We cannot price this yet: no VAT rate is set up for your "
