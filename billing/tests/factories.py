@@ -193,3 +193,19 @@ def live_subscription_setup(**kwargs) -> Setup:
         current_period_start=now - timedelta(days=10), current_period_end=now + timedelta(days=20))
     s.subscription.refresh_from_db()
     return s
+
+
+def credit_note_setup():
+    """Basic → Pro paid by card on 16 Jan (61.42), then Pro → Basic at once: a credit note of 61.42 held as
+    balance. Returns (setup, credit note)."""
+    from billing.models import ChangeRule, Invoice
+    from billing.services.plan_changes import quote_accept
+    from billing.services.quotes import quote_create
+
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
+    for price in (s.pro_month, s.basic_month):
+        q = quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk), to_price=price, quantity=5,
+                         now=MID_JANUARY, actor=s.owner)
+        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
+    return s, Invoice.objects.get(kind="credit_note")

@@ -197,19 +197,15 @@ def test_concurrent_issuing_takes_unique_contiguous_numbers_and_leaves_no_gaps()
 
 
 def test_two_staff_refunding_one_credit_note_at_once_pay_once():
-    from billing.models import ChangeRule, Invoice, LocalRefund
+    from billing.models import LocalRefund
+    from billing.selectors import customer_balance
     from billing.services.refunds import credit_note_refund
-    from billing.tests.factories import MID_JANUARY, UserFactory
+    from billing.tests.factories import MID_JANUARY, UserFactory, credit_note_setup
 
-    s = subscription_setup()
-    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
-    for price in (s.pro_month, s.basic_month):
-        q = quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk), to_price=price, quantity=5,
-                         now=MID_JANUARY, actor=s.owner)
-        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
-    note = Invoice.objects.get(kind="credit_note")
+    s, note = credit_note_setup()
     staff = [UserFactory(), UserFactory()]
     results = run_in_threads(2, lambda i: credit_note_refund(credit_note=note, actor=staff[i], reason="race",
                                                              now=MID_JANUARY))
     assert LocalRefund.objects.count() == 1
     assert sum(1 for r in results if not isinstance(r, Exception)) == 1, results
+    assert customer_balance(customer=s.customer, currency="EUR") == 0  # debited once

@@ -8,26 +8,17 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from billing.errors import BillingError
-from billing.models import AuditEvent, BalanceEntry, CashRefund, ChangeRule, Invoice, LocalRefund, Subscription
+from billing.models import AuditEvent, BalanceEntry, CashRefund, LocalRefund
 from billing.selectors import customer_balance
-from billing.services.plan_changes import quote_accept
-from billing.services.quotes import quote_create
 from billing.services.refunds import credit_note_refund
-from billing.tests.factories import MID_JANUARY, UserFactory, subscription_setup
+from billing.tests.factories import MID_JANUARY, UserFactory, credit_note_setup
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def credit_note():
-    """Basic → Pro paid by card (61.42), then Pro → Basic now: a credit note of 61.42 held as balance."""
-    s = subscription_setup()
-    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
-    for price in (s.pro_month, s.basic_month):
-        q = quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk), to_price=price, quantity=5,
-                         now=MID_JANUARY, actor=s.owner)
-        quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
-    note = Invoice.objects.get(kind="credit_note")
+    s, note = credit_note_setup()
     assert note.total == Decimal("61.42") and customer_balance(customer=s.customer, currency="EUR") == note.total
     return note
 
