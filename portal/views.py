@@ -6,9 +6,11 @@ a member of (404 otherwise); only owners and billing admins change plans (403 ot
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -18,7 +20,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -55,6 +57,20 @@ SEATS_KEY = re.compile(r"seats_[0-9]{1,18}", re.ASCII)
 
 
 # --- access ------------------------------------------------------------------------
+
+
+def login_required_post(view):
+    """For POST-only views: a signed-out browser (expired session) signs in and comes back to the
+    account's overview, not to a URL it would fetch with GET (405)."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, customer_id: int, *args, **kwargs):
+        if not request.user.is_authenticated:
+            back = reverse("portal:overview", args=[customer_id])
+            return redirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': back})}")
+        return view(request, customer_id, *args, **kwargs)
+
+    return wrapper
 
 
 def _membership(request: HttpRequest, customer_id: int) -> Membership:
@@ -208,7 +224,7 @@ def plan_price(request: HttpRequest, customer_id: int, subscription_id: int, pla
 # --- review and confirm ------------------------------------------------------------------
 
 
-@login_required
+@login_required_post
 @require_POST
 def review_create(request: HttpRequest, customer_id: int, subscription_id: int) -> HttpResponse:
     """Quote the chosen plan (or the cancellation) and show the review page."""
@@ -266,7 +282,7 @@ def review(request: HttpRequest, customer_id: int, quote_id: int) -> HttpRespons
                  nav="plans")
 
 
-@login_required
+@login_required_post
 @require_POST
 def confirm(request: HttpRequest, customer_id: int, quote_id: int) -> HttpResponse:
     """Accept the quote once: the form's one-time token is the idempotency key (double clicks, reloads)."""
@@ -361,7 +377,7 @@ def change(request: HttpRequest, customer_id: int, change_id: int) -> HttpRespon
                  unlocked=unlocked, quote_usable=quote_usable, nav="billing")
 
 
-@login_required
+@login_required_post
 @require_POST
 def complete(request: HttpRequest, customer_id: int, change_id: int) -> HttpResponse:
     """"I have confirmed it": ask the gateway and finish the change."""
@@ -390,7 +406,7 @@ def complete_pending(request: HttpRequest, customer_id: int, quote_id: int) -> H
     return _complete(request, customer_id, plan_change)
 
 
-@login_required
+@login_required_post
 @require_POST
 def change_cancel(request: HttpRequest, customer_id: int, change_id: int) -> HttpResponse:
     membership = _billing_membership(request, customer_id)

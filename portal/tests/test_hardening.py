@@ -114,3 +114,11 @@ def test_new_badges_count_what_the_whole_account_gained(client, s):
     q = quote_create(subscription=s.subscription, to_price=s.pro_month, quantity=5, now=now, actor=s.owner)
     change = quote_accept(quote=q, actor=s.owner, now=now)
     assert PlanChange.objects.get(pk=change.pk).entitlements_added == ["storage"]  # not "sso"
+
+
+@pytest.mark.parametrize("path", ["subscriptions/{s}/review/", "quotes/1/confirm/", "changes/1/cancel/",
+                                  "changes/1/complete/"])
+def test_a_post_after_the_session_expired_comes_back_to_the_overview(client, s, path):
+    response = client.post(f"/c/{s.customer.pk}/" + path.format(s=s.subscription.pk))
+    assert response.status_code == 302
+    assert response["Location"] == f"/accounts/login/?next=%2Fc%2F{s.customer.pk}%2F"
