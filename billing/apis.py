@@ -54,13 +54,12 @@ def _membership_or_404(request: Request, customer_id: int) -> Membership:
     return membership
 
 
-BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.BILLING_ADMIN)
 BILLING_ROLE_REQUIRED = "Only the account's owners and billing admins can change plans."
 
 
 def _require_billing_role(request: Request, customer_id: int) -> Membership:
     membership = _membership_or_404(request, customer_id)
-    if membership.role not in BILLING_ROLES:
+    if membership.role not in Membership.BILLING_ROLES:
         raise PermissionDenied(BILLING_ROLE_REQUIRED)
     return membership
 
@@ -143,7 +142,7 @@ class QuoteCreateApi(APIView):
         if found is None:
             raise NotFound()
         subscription, role = found
-        if role not in BILLING_ROLES:
+        if role not in Membership.BILLING_ROLES:
             raise PermissionDenied(BILLING_ROLE_REQUIRED)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

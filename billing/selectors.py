@@ -145,6 +145,15 @@ def tax_decision_for(*, customer: Customer, on: date, entity: LegalEntity | None
                         buyer_vat_id=customer.vat_id, country_rate=rate.rate if rate else None)
 
 
+def tax_for_price(*, decision: TaxDecision, price: Price):
+    """The engine's Tax for a price under a decision (None when no tax applies)."""
+    from billing import proration
+
+    if decision.rate is None:
+        return None
+    return proration.Tax(rate=decision.rate, inclusive=price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
+
+
 def customer_balance(*, customer: Customer, currency: str) -> Decimal:
     total = BalanceEntry.objects.filter(customer=customer, currency=currency).aggregate(s=Sum("amount"))["s"]
     return total if total is not None else Decimal(0)
@@ -181,13 +190,13 @@ def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChan
         return None
     price = scheduled.to_price if scheduled is not None else subscription.price
     quantity = scheduled.to_quantity if scheduled is not None else subscription.quantity
-    decision = tax_decision_for(customer=subscription.customer, on=subscription.current_period_end.date())
-    tax = (proration.Tax(rate=decision.rate, inclusive=price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
-           if decision.rate is not None else None)
+    customer = subscription.customer
+    decision = tax_decision_for(customer=customer, on=billing_date(customer=customer,
+                                                                    moment=subscription.current_period_end))
     item = proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
                           discount_percent=subscription.discount_percent)
-    subtotal = proration.period_amount(item, price.currency)
-    tax_value = proration.tax_amount(subtotal, tax, price.currency)
-    total = subtotal if tax is not None and tax.inclusive else subtotal + tax_value
+    totals = proration.totals_for(proration.period_amount(item, price.currency),
+                                  tax_for_price(decision=decision, price=price), Decimal(0), price.currency)
+    subtotal, tax_value, total = totals.subtotal, totals.tax, totals.total
     return Renewal(at=subscription.current_period_end, subtotal=subtotal, tax=tax_value, total=total,
                    currency=price.currency, price=price, quantity=quantity)

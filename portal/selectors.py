@@ -27,7 +27,7 @@ from billing.services.quotes import PricingContext, pricing_context, quote_price
 from billing.templatetags.billing_format import number
 from entitlements.selectors import Entitlement, entitlements_for_customer
 
-BILLING_ROLES = (Membership.Role.OWNER, Membership.Role.BILLING_ADMIN)
+BILLING_ROLES = Membership.BILLING_ROLES
 
 
 def membership_for(*, user: AbstractBaseUser, customer_id: int) -> Membership | None:

@@ -71,6 +71,8 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=15, choices=Role.choices, default=Role.MEMBER)
 
+    BILLING_ROLES = (Role.OWNER, Role.BILLING_ADMIN)  # may quote, change plans and confirm payments
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "user"], name="membership_unique")]
 

@@ -341,7 +341,8 @@ def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | Non
     return change
 
 
-def _fail_scheduled(*, change: PlanChange, customer: Customer, code: str, message: str, now: datetime) -> None:
+def _fail_change(*, change: PlanChange, customer: Customer, code: str, message: str, now: datetime) -> None:
+    """Close a change as failed, with its reason, audited (locks held by the caller)."""
     change.status = PlanChange.Status.FAILED
     change.failure_code = code
     change.failure_message = message
@@ -365,13 +366,13 @@ def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
             return True
         to_product_id = change.to_price.plan.product_id
         if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
-            _fail_scheduled(change=change, customer=customer, code="subscription_not_active",
+            _fail_change(change=change, customer=customer, code="subscription_not_active",
                             message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
             return False
         if to_product_id != subscription.product_id and Subscription.objects.filter(
             customer=customer, product_id=to_product_id
         ).exclude(status=Subscription.Status.CANCELLED).exists():
-            _fail_scheduled(change=change, customer=customer, code="already_subscribed",
+            _fail_change(change=change, customer=customer, code="already_subscribed",
                             message="The customer already subscribes to the target product.", now=now)
             return False
         start = change.effective_at
@@ -442,13 +443,7 @@ def _fail_pending(*, change_id: int, now: datetime) -> PlanChange:
         customer, _subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
         if change.status != PlanChange.Status.PENDING:
             return change
-        change.status = PlanChange.Status.FAILED
-        change.failure_code = "payment_not_taken"
-        change.failure_message = "The payment provider never received the payment; nothing was charged."
-        change.closed_at = now
-        change.save()
+        _fail_change(change=change, customer=customer, code="payment_not_taken",
+                     message="The payment provider never received the payment; nothing was charged.", now=now)
         Quote.objects.filter(pk=change.quote_id).update(status=Quote.Status.OPEN)
-        audit_event_record(actor=None, action="plan_change.failed", target=change, now=now, customer=customer,
-                           reason_code=change.failure_code, after=_change_snapshot(change),
-                           message=change.failure_message)
     return change

@@ -28,7 +28,7 @@ from billing.models import (
     Timing,
 )
 from billing.money import minor_unit
-from billing.selectors import billing_date, customer_balance, legal_entity_default, tax_decision_for
+from billing.selectors import billing_date, customer_balance, legal_entity_default, tax_decision_for, tax_for_price
 from billing.tax import TaxDecision, missing_rate
 
 
@@ -255,8 +255,7 @@ def quote_price(
                                            decision=decision):
         raise ChangeRefused("tax_not_configured", _("We cannot price this yet: no VAT rate is set up for your "
                                                     "country. Please contact support."))
-    tax = (proration.Tax(rate=decision.rate, inclusive=to_price.tax_behavior == Price.TaxBehavior.INCLUSIVE)
-           if decision.rate is not None else None)
+    tax = tax_for_price(decision=decision, price=to_price)
     current = _item(subscription.price, subscription.quantity, subscription.discount_percent)
     target = _item(to_price, quantity, subscription.discount_percent)
     tz = ZoneInfo(customer.timezone)
@@ -289,9 +288,7 @@ def quote_price(
 
     if cancel:
         target = proration.Item(unit_amount=Decimal(0), quantity=0, interval=to_price.interval)  # no renewal
-    next_subtotal = proration.period_amount(target, currency)
-    next_tax = proration.tax_amount(next_subtotal, tax, currency)
-    next_total = next_subtotal if (tax and tax.inclusive) else next_subtotal + next_tax
+    renewal = proration.totals_for(proration.period_amount(target, currency), tax, Decimal(0), currency)
     return Quote(
         customer=customer, subscription=subscription, subscription_version=subscription.version,
         created_by=actor if actor is not None and actor.is_authenticated else None,
@@ -304,7 +301,7 @@ def quote_price(
         tax_inclusive=bool(tax and tax.inclusive), tax=totals.tax, total=totals.total,
         balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
         balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
-        next_period_amount=next_total, next_period_tax=next_tax, supersedes=eligible.supersedes,
+        next_period_amount=renewal.total, next_period_tax=renewal.tax, supersedes=eligible.supersedes,
     )
 
 
