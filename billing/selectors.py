@@ -179,6 +179,14 @@ class Renewal:
     quantity: int
 
 
+def price_item(*, price: Price, quantity: int, discount_percent: Decimal = Decimal(0)):
+    """The proration engine's view of a price at a quantity: the one place a Price becomes an Item."""
+    from billing import proration
+
+    return proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
+                          discount_percent=discount_percent, name=str(price.plan))
+
+
 def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChange | None = None) -> Renewal | None:
     """What the next period will cost and when it starts: at the scheduled change's terms if one is due by
     then, else at the current terms. None when the subscription ends instead."""
@@ -193,8 +201,7 @@ def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChan
     customer = subscription.customer
     decision = tax_decision_for(customer=customer, on=billing_date(customer=customer,
                                                                     moment=subscription.current_period_end))
-    item = proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
-                          discount_percent=subscription.discount_percent)
+    item = price_item(price=price, quantity=quantity, discount_percent=subscription.discount_percent)
     totals = proration.totals_for(proration.period_amount(item, price.currency),
                                   tax_for_price(decision=decision, price=price), Decimal(0), price.currency)
     subtotal, tax_value, total = totals.subtotal, totals.tax, totals.total

@@ -28,7 +28,14 @@ from billing.models import (
     Timing,
 )
 from billing.money import minor_unit
-from billing.selectors import billing_date, customer_balance, legal_entity_default, tax_decision_for, tax_for_price
+from billing.selectors import (
+    billing_date,
+    customer_balance,
+    legal_entity_default,
+    price_item,
+    tax_decision_for,
+    tax_for_price,
+)
 from billing.tax import TaxDecision, missing_rate
 
 
@@ -219,8 +226,7 @@ def _line_json(line: proration.Line) -> dict[str, Any]:
 
 
 def _item(price: Price, quantity: int, discount_percent: Decimal) -> proration.Item:
-    return proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
-                          discount_percent=discount_percent, name=str(price.plan))
+    return price_item(price=price, quantity=quantity, discount_percent=discount_percent)
 
 
 def quote_price(
