@@ -88,6 +88,13 @@ def plan_changes_due(*, now) -> QuerySet[PlanChange]:
     )
 
 
+def subscriptions_renewal_due(*, now) -> QuerySet[Subscription]:
+    """Subscriptions whose period has ended and that go on (renew, or take their scheduled change)."""
+    return Subscription.objects.filter(status__in=Subscription.RENEWABLE, current_period_end__lte=now).order_by(
+        "current_period_end", "id"
+    )
+
+
 def catalog_list(*, currency: str | None = None, product_code: str | None = None) -> QuerySet[Product]:
     prices = Price.objects.filter(is_active=True).order_by("currency", "interval")
     if currency:

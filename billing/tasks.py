@@ -5,14 +5,38 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from billing.models import PlanChange
+from billing.models import PaymentAttempt, PlanChange
+from billing.services.collection import invoice_collect, invoices_collect_due
 from billing.services.invoice_pdfs import invoice_pdf_render, invoices_pdf_missing_enqueue
-from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_apply_due, plan_changes_reconcile
+from billing.services.notifications import notification_send, notifications_pending_enqueue
+from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_reconcile
+from billing.services.renewals import period_ends_dispatch, period_ends_run
 
 
 @shared_task(name="billing.tasks.apply_due_changes")
 def apply_due_changes() -> int:
-    return plan_changes_apply_due(now=timezone.now())
+    """The sweep (beat, every minute): hands what is due to the workers in chunks."""
+    return period_ends_dispatch(now=timezone.now())
+
+
+@shared_task(name="billing.tasks.apply_period_ends")
+def apply_period_ends(subscription_ids: list[int], plan_change_ids: list[int]) -> int:
+    return period_ends_run(subscription_ids=subscription_ids, plan_change_ids=plan_change_ids, now=timezone.now())
+
+
+@shared_task(name="billing.tasks.collect_invoice")
+def collect_invoice(invoice_id: int) -> str | None:
+    attempt = invoice_collect(invoice_id=invoice_id, now=timezone.now())
+    return attempt.status if attempt is not None else None
+
+
+@shared_task(name="billing.tasks.collect_due_invoices")
+def collect_due_invoices() -> int:
+    """Beat: scheduled retries that are due, and attempts whose outcome was never recorded."""
+    ids = invoices_collect_due(now=timezone.now())
+    for invoice_id in ids:
+        collect_invoice.delay(invoice_id)
+    return len(ids)
 
 
 @shared_task(name="billing.tasks.reconcile_pending_changes")
@@ -24,7 +48,11 @@ def reconcile_pending_changes() -> dict[str, int]:
 def payment_updated(*, gateway: str, reference: str) -> str | None:
     change = PlanChange.objects.filter(payment_gateway=gateway, payment_reference=reference).first()
     if change is None:
-        return None
+        attempt = PaymentAttempt.objects.filter(payment_gateway=gateway, payment_reference=reference).first()
+        if attempt is None:
+            return None
+        result = invoice_collect(invoice_id=attempt.invoice_id, now=timezone.now())
+        return result.status if result is not None else None
     return plan_change_refresh_payment(plan_change=change, now=timezone.now()).status
 
 
@@ -53,3 +81,13 @@ def process_stuck_stripe_events() -> int:
     from billing.webhooks import stripe_events_unprocessed_enqueue
 
     return stripe_events_unprocessed_enqueue(now=timezone.now())
+
+
+@shared_task(name="billing.tasks.send_notification", autoretry_for=(Exception,), retry_backoff=True, max_retries=7)
+def send_notification(notification_id: int) -> bool:
+    return notification_send(notification_id=notification_id, now=timezone.now())
+
+
+@shared_task(name="billing.tasks.send_pending_notifications")
+def send_pending_notifications() -> int:
+    return notifications_pending_enqueue(now=timezone.now())

@@ -198,6 +198,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.reconcile_pending_changes",
         "schedule": timedelta(minutes=5),
     },
+    "collect-due-invoices": {"task": "billing.tasks.collect_due_invoices", "schedule": timedelta(minutes=5)},
+    "send-pending-notifications": {"task": "billing.tasks.send_pending_notifications",
+                                   "schedule": timedelta(minutes=5)},
     "render-missing-pdfs": {"task": "billing.tasks.render_missing_pdfs", "schedule": timedelta(minutes=5)},
     "process-stuck-stripe-events": {"task": "billing.tasks.process_stuck_stripe_events",
                                     "schedule": timedelta(minutes=10)},
@@ -212,6 +215,9 @@ PAYMENT_RECONCILE_AFTER = timedelta(minutes=env.int("PAYMENT_RECONCILE_AFTER_MIN
 PAYMENT_NOT_TAKEN_AFTER = timedelta(minutes=env.int("PAYMENT_NOT_TAKEN_AFTER_MINUTES", default=15))
 # A plan change left waiting for the customer's authentication this long is cancelled.
 PAYMENT_ACTION_TIMEOUT = timedelta(hours=env.int("PAYMENT_ACTION_TIMEOUT_HOURS", default=23))
+# Renewal invoices that fail to collect: retry this many days after the 1st, 2nd, … failed attempt; when the
+# list is used up the subscription is cancelled (data kept) and the invoice stays open for finance.
+RENEWAL_RETRY_SCHEDULE = env.list("RENEWAL_RETRY_SCHEDULE_DAYS", cast=int, default=[1, 3, 5])
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)

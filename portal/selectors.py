@@ -232,3 +232,20 @@ def billing_history(*, customer: Customer) -> QuerySet[PlanChange]:
     return (PlanChange.objects.filter(customer=customer)
             .select_related("from_price__plan__product", "to_price__plan__product")
             .prefetch_related(Prefetch("invoices", queryset=documents)).order_by("-created_at", "-pk"))
+
+
+def invoices_unpaid(*, customer: Customer) -> list[Invoice]:
+    """Issued invoices still waiting for payment (renewals being collected), oldest first, with their last try."""
+    invoices = list(Invoice.objects.filter(customer=customer, kind=Invoice.Kind.INVOICE, status=Invoice.Status.ISSUED,
+                                           amount_due__gt=0).select_related("subscription__price__plan__product")
+                    .prefetch_related("payment_attempts").order_by("issued_at", "pk"))
+    for invoice in invoices:
+        attempts = list(invoice.payment_attempts.all())
+        invoice.last_attempt = attempts[-1] if attempts else None
+    return invoices
+
+
+def invoice_list(*, customer: Customer) -> QuerySet[Invoice]:
+    """Every issued document of the account, newest first (renewals and plan changes alike)."""
+    return (Invoice.objects.filter(customer=customer).exclude(status=Invoice.Status.DRAFT)
+            .order_by("-issued_at", "-pk"))

@@ -30,6 +30,7 @@ from django.views.decorators.vary import vary_on_headers
 from billing.errors import BillingError
 from billing.models import IdempotencyKey, Invoice, Membership, Plan, PlanChange, Price, Quote, Subscription
 from billing.selectors import payment_method_default, price_get
+from billing.services.collection import invoice_collect
 from billing.services.idempotency import (
     idempotency_begin,
     idempotency_finish,
@@ -44,6 +45,8 @@ from portal.selectors import (
     BILLING_ROLES,
     billing_contacts,
     billing_history,
+    invoice_list,
+    invoices_unpaid,
     membership_for,
     memberships_of,
     offer_price,
@@ -140,7 +143,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def overview(request: HttpRequest, customer_id: int) -> HttpResponse:
     membership = _membership(request, customer_id)
     return _page(request, membership, "portal/overview.html", overview=overview_get(customer=membership.customer),
-                 payment_method=payment_method_default(customer=membership.customer), nav="overview")
+                 payment_method=payment_method_default(customer=membership.customer),
+                 open_invoices=invoices_unpaid(customer=membership.customer), nav="overview")
 
 
 # --- plans and live prices --------------------------------------------------------------
@@ -434,8 +438,64 @@ def cancel_subscription(request: HttpRequest, customer_id: int, subscription_id:
 @require_GET
 def history(request: HttpRequest, customer_id: int) -> HttpResponse:
     membership = _membership(request, customer_id)
-    return _page(request, membership, "portal/billing.html", changes=billing_history(customer=membership.customer),
+    customer = membership.customer
+    return _page(request, membership, "portal/billing.html", changes=billing_history(customer=customer),
+                 invoices=invoice_list(customer=customer), open_invoices=invoices_unpaid(customer=customer),
                  nav="billing")
+
+
+def _open_invoice(membership: Membership, invoice_id: int) -> Invoice:
+    invoice = Invoice.objects.filter(pk=invoice_id, customer=membership.customer, kind=Invoice.Kind.INVOICE) \
+        .exclude(status=Invoice.Status.DRAFT).first()
+    if invoice is None:
+        raise Http404(_("No such document."))
+    return invoice
+
+
+def _after_payment(request: HttpRequest, customer_id: int, attempt) -> HttpResponse:
+    from billing.templatetags.billing_format import failure_text
+
+    if attempt is None:
+        messages.info(request, _("This invoice has nothing left to pay."))
+    elif attempt.status == "succeeded":
+        messages.success(request, _("Thank you: the invoice is paid."))
+    elif attempt.status == "requires_action" and attempt.next_action_url:
+        return redirect(attempt.next_action_url)
+    elif attempt.status == "pending":
+        messages.info(request, _("The payment is being processed; this page shows the result in a moment."))
+    else:
+        messages.error(request, failure_text(attempt))
+    return redirect("portal:billing", customer_id=customer_id)
+
+
+@login_required_post
+@require_POST
+def invoice_pay(request: HttpRequest, customer_id: int, invoice_id: int) -> HttpResponse:
+    """The customer pays an open invoice now, with the saved method (3-D Secure on the gateway's page if asked)."""
+    membership = _billing_membership(request, customer_id)
+    invoice = _open_invoice(membership, invoice_id)
+    return_url = settings.SITE_URL.rstrip("/") + reverse("portal:invoice-pay-return", args=[customer_id, invoice.pk])
+    try:
+        attempt = invoice_collect(invoice_id=invoice.pk, now=timezone.now(), on_session=True, return_url=return_url,
+                                  actor=request.user)
+    except BillingError as error:
+        messages.error(request, error.detail)
+        return redirect("portal:billing", customer_id=customer_id)
+    return _after_payment(request, customer_id, attempt)
+
+
+@login_required
+@require_GET
+def invoice_pay_return(request: HttpRequest, customer_id: int, invoice_id: int) -> HttpResponse:
+    """The gateway's return address after the customer authenticated an invoice payment."""
+    membership = _billing_membership(request, customer_id)
+    invoice = _open_invoice(membership, invoice_id)
+    try:
+        attempt = invoice_collect(invoice_id=invoice.pk, now=timezone.now(), on_session=True, actor=request.user)
+    except BillingError as error:
+        messages.error(request, error.detail)
+        return redirect("portal:billing", customer_id=customer_id)
+    return _after_payment(request, customer_id, attempt)
 
 
 @login_required

@@ -13,7 +13,16 @@ from billing.models.catalog import (
     Timing,
 )
 from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
-from billing.models.invoices import CashRefund, DocumentSeries, ExchangeRate, Invoice, InvoiceLine, LegalEntity
+from billing.models.invoices import (
+    CashRefund,
+    DocumentSeries,
+    ExchangeRate,
+    Invoice,
+    InvoiceLine,
+    LegalEntity,
+    PaymentAttempt,
+)
+from billing.models.notifications import Notification
 from billing.models.stripe_events import StripeEvent
 from billing.models.subscriptions import (
     AuditEvent,
@@ -29,6 +38,7 @@ from billing.models.subscriptions import (
 __all__ = [
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
     "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
+    "Notification", "PaymentAttempt",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
     "PlanChange", "PlanFeature", "Price", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate", "Timing",
 ]

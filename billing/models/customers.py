@@ -87,6 +87,9 @@ class PaymentMethod(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="payment_methods")
     gateway = models.CharField(max_length=20, default="local")
     reference = models.CharField(max_length=100, help_text="The gateway's id, e.g. pm_card_visa.")
+    gateway_customer = models.CharField(max_length=100, blank=True,
+                                        help_text="The gateway's customer the method is attached to (Stripe cus_…), "
+                                                  "sent with every charge; needed for renewals charged off-session.")
     label = models.CharField(max_length=100, help_text="What the customer sees, e.g. 'Visa ending 4242'.")
     is_default = models.BooleanField(default=False)
 

@@ -66,14 +66,21 @@ class Invoice(models.Model):
         PAID = "paid", _("Paid")
         VOID = "void", _("Void")
 
+    class Reason(models.TextChoices):
+        PLAN_CHANGE = "plan_change", _("Plan change")
+        RENEWAL = "renewal", _("Renewal")
+
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.INVOICE)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)
+    billing_reason = models.CharField(max_length=12, choices=Reason.choices, default=Reason.PLAN_CHANGE)
     number = models.CharField(max_length=30, null=True, blank=True,
                               help_text="Taken from its series when the document is issued, never before.")
     legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="invoices")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
     plan_change = models.ForeignKey(PlanChange, null=True, blank=True, on_delete=models.PROTECT,
                                     related_name="invoices")
+    subscription = models.ForeignKey("billing.Subscription", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="invoices")
     related_invoice = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
                                         related_name="credit_notes", help_text="The invoice a credit note corrects.")
     issued_at = models.DateTimeField(null=True, blank=True)
@@ -103,6 +110,12 @@ class Invoice(models.Model):
     tax_breakdown = models.JSONField(default=list, help_text="Per rate: taxable amount and tax (EN 16931 BG-23).")
     balance_applied = models.DecimalField(**AMOUNT, default=0)
     amount_paid = models.DecimalField(**AMOUNT, default=0)
+    amount_due = models.DecimalField(**AMOUNT, default=0,
+                                     help_text="What is collected from the customer's payment method: the total less "
+                                               "the balance applied.")
+    next_payment_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next automatic payment attempt runs (renewals that are not paid "
+                                         "yet); empty when none is planned.")
     paid_at = models.DateTimeField(null=True, blank=True)
     payment_reference = models.CharField(max_length=100, blank=True)
     pdf = models.FileField(upload_to="invoices/", blank=True,
@@ -119,8 +132,13 @@ class Invoice(models.Model):
             models.UniqueConstraint(fields=["plan_change", "kind"], condition=Q(plan_change__isnull=False),
                                     name="one_document_of_a_kind_per_plan_change"),
             models.UniqueConstraint(fields=["legal_entity", "number"], name="document_number_unique_per_entity"),
+            # A period is billed once, however many workers run the renewal sweep.
+            models.UniqueConstraint(fields=["subscription", "supply_start"],
+                                    condition=Q(billing_reason="renewal", kind="invoice"),
+                                    name="one_renewal_invoice_per_period"),
         ]
-        indexes = [models.Index(fields=["legal_entity", "issued_at"], name="invoice_issued_idx")]
+        indexes = [models.Index(fields=["legal_entity", "issued_at"], name="invoice_issued_idx"),
+                   models.Index(fields=["status", "next_payment_attempt_at"], name="invoice_collect_due_idx")]
         permissions = [
             ("download_invoice", "Can download any invoice or credit note"),
             ("export_invoices", "Can export invoices and credit notes (CSV, XLSX, ZIP)"),
@@ -201,3 +219,49 @@ class CashRefund(models.Model):
     @property
     def idempotency_key(self) -> str:
         return f"{settings.IDEMPOTENCY_NAMESPACE}-refund-{self.pk}"
+
+
+class PaymentAttempt(models.Model):
+    """One try at collecting an issued invoice (renewals). Each attempt has its own idempotency key, so a
+    retry of the same attempt is the same payment and a scheduled retry is a new one."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Outcome not known yet")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        DECLINED = "declined", _("Declined")
+        REQUIRES_ACTION = "requires_action", _("Waiting for customer authentication")
+        CANCELED = "canceled", _("Not taken")
+
+    OPEN = (Status.PENDING, Status.REQUIRES_ACTION)
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payment_attempts")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    off_session = models.BooleanField(default=True, help_text="Charged without the customer present (the sweep), "
+                                                              "or by the customer from the portal.")
+    payment_gateway = models.CharField(max_length=20, blank=True)
+    payment_method_reference = models.CharField(max_length=100, blank=True)
+    payment_customer_reference = models.CharField(max_length=100, blank=True)
+    return_url = models.CharField(max_length=500, blank=True)
+    payment_reference = models.CharField(max_length=100, blank=True)
+    next_action_url = models.URLField(blank=True, max_length=500)
+    failure_code = models.CharField(max_length=50, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["invoice_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "number"], name="payment_attempt_number_unique"),
+            # At most one attempt in flight per invoice: two workers never charge one invoice twice.
+            models.UniqueConstraint(fields=["invoice"], condition=Q(status__in=["pending", "requires_action"]),
+                                    name="one_open_attempt_per_invoice"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice} attempt {self.number} · {self.get_status_display()}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{settings.IDEMPOTENCY_NAMESPACE}-invoice-{self.invoice_id}-attempt-{self.number}"

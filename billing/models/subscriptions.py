@@ -29,7 +29,10 @@ class Subscription(models.Model):
     seats_in_use = models.PositiveIntegerField(default=0, help_text="Seats the product reports as used.")
     discount_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(0),
                                            help_text="A subscription-level discount, kept across plan changes.")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE,
+                              help_text="Past due: a renewal invoice is unpaid; payment is retried on a schedule and "
+                                        "no plan change is accepted until it is paid.")
+    RENEWABLE = (Status.ACTIVE, Status.TRIALING, Status.PAST_DUE)
     current_period_start = models.DateTimeField()
     current_period_end = models.DateTimeField()
     version = models.PositiveBigIntegerField(
@@ -46,6 +49,7 @@ class Subscription(models.Model):
             models.CheckConstraint(condition=Q(current_period_end__gt=models.F("current_period_start")),
                                    name="subscription_period_not_empty"),
         ]
+        indexes = [models.Index(fields=["status", "current_period_end"], name="subscription_renewal_due_idx")]
 
     def __str__(self) -> str:
         return f"{self.customer} · {self.price.plan} × {self.quantity}"
@@ -187,6 +191,7 @@ class BalanceEntry(models.Model):
     class Kind(models.TextChoices):
         CHANGE_CREDIT = "change_credit", _("Credit from an immediate downgrade")
         APPLIED_TO_CHANGE = "applied_to_change", _("Applied to a plan change")
+        APPLIED_TO_INVOICE = "applied_to_invoice", _("Applied to a renewal invoice")
         PAYMENT_CREDIT = "payment_credit", _("Payment received for a change that was not applied")
         CASH_REFUND = "cash_refund", _("Paid back to the card")
         CASH_REFUND_REVERSED = "cash_refund_reversed", _("Card refund failed; credit restored")
@@ -197,6 +202,7 @@ class BalanceEntry(models.Model):
     amount = models.DecimalField(**AMOUNT)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     plan_change = models.ForeignKey(PlanChange, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey("billing.Invoice", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     description = models.CharField(max_length=300)
     created_at = models.DateTimeField()
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -28,8 +28,12 @@ class PaymentGateway(Protocol):
     name: str
 
     def charge(self, *, payment_method: str, amount: Money, idempotency_key: str, description: str,
-               return_url: str) -> PaymentResult:
-        """Charge a saved method off-session. The same idempotency key is the same payment."""
+               return_url: str, off_session: bool = False, customer_reference: str = "") -> PaymentResult:
+        """Charge a saved method. The same idempotency key is the same payment.
+
+        On-session (the customer is in the portal): a card that needs authentication answers requires_action
+        with a page to confirm on. Off-session (renewals, no one present): such a card is declined with
+        failure_code ``authentication_required``, and the customer is asked to come and pay."""
 
     def retrieve(self, *, reference: str) -> PaymentResult:
         """The payment's current state (after the customer authenticated, say)."""

@@ -35,12 +35,14 @@ class LocalGateway:
     name = "local"
 
     def charge(self, *, payment_method: str, amount: Money, idempotency_key: str, description: str = "",
-               return_url: str = "") -> PaymentResult:
+               return_url: str = "", off_session: bool = False, customer_reference: str = "") -> PaymentResult:
         assert_outside_transaction()
         minor = amount.to_minor_units()
         existing = LocalPayment.objects.filter(idempotency_key=idempotency_key).first()
         if existing is None:
             status, code, message = self._outcome(payment_method)
+            if off_session and status == LocalPayment.Status.REQUIRES_ACTION:  # as Stripe: 402, nobody to ask
+                status, message = LocalPayment.Status.DECLINED, "This payment needs the customer to authenticate it."
             try:
                 with transaction.atomic():
                     existing = LocalPayment.objects.create(

@@ -1,12 +1,13 @@
 """The Stripe gateway: PaymentIntents through the official SDK, behind the same interface as the local one.
 
 Choices worth knowing:
-- Only the saved PaymentMethod id is sent (no Stripe customer id is modelled yet). A method saved for
-  reuse is attached to a Stripe customer, and Stripe then wants that `customer` on the intent; when we
-  model it, pass it here. We do not send `off_session=true`: off-session, Stripe answers a card that needs
-  3-D Secure with a 402 `authentication_required` and no way for the customer to confirm, whereas a
-  confirmation with a `return_url` gives `requires_action` + `next_action.redirect_to_url`, a page hosted
-  by Stripe where the customer authenticates (card data never touches our server).
+- The saved PaymentMethod id is sent with its Stripe customer (`PaymentMethod.gateway_customer`) when
+  known: a method saved for reuse is attached to a customer, and Stripe wants that `customer` on the intent.
+- Plan changes are charged on-session: the customer is in the portal, so a confirmation with a `return_url`
+  gives `requires_action` + `next_action.redirect_to_url`, a page hosted by Stripe where the customer
+  authenticates (card data never touches our server). Renewal attempts are charged `off_session=true`:
+  Stripe then answers a card that needs 3-D Secure with a 402 `authentication_required`, which we record as
+  a failed attempt and email the customer to pay on-session from the portal.
 - `payment_method_types=["card"]`: saved methods are cards, and it lets Stripe confirm without a
   `return_url` (the API then gets no redirect URL for authentication; the portal always sends one).
 - The idempotency key is sent as Stripe's Idempotency-Key and stored in the intent's metadata, so a
@@ -64,7 +65,7 @@ class StripeGateway:
         )
 
     def charge(self, *, payment_method: str, amount: Money, idempotency_key: str, description: str = "",
-               return_url: str = "") -> PaymentResult:
+               return_url: str = "", off_session: bool = False, customer_reference: str = "") -> PaymentResult:
         assert_outside_transaction()
         try:
             stripe_minor = stripe_amount(amount)
@@ -80,7 +81,11 @@ class StripeGateway:
             "description": description,
             "metadata": {METADATA_KEY: idempotency_key},
         }
-        if return_url:
+        if customer_reference:
+            params["customer"] = customer_reference
+        if off_session:
+            params["off_session"] = True  # a card needing 3-D Secure is then a 402 authentication_required
+        elif return_url:
             params["return_url"] = return_url
         try:
             intent = self.client.v1.payment_intents.create(params, {"idempotency_key": idempotency_key})

@@ -15,9 +15,27 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import translation
 
+from billing import proration
 from billing.errors import BillingError
-from billing.models import Customer, DocumentSeries, Invoice, InvoiceLine, LegalEntity, PlanChange, Timing
-from billing.selectors import legal_entity_default
+from billing.models import (
+    BalanceEntry,
+    Customer,
+    DocumentSeries,
+    Invoice,
+    InvoiceLine,
+    LegalEntity,
+    PlanChange,
+    Subscription,
+    Timing,
+)
+from billing.selectors import (
+    billing_date,
+    customer_balance,
+    legal_entity_default,
+    price_item,
+    tax_decision_for,
+    tax_for_price,
+)
 from billing.tax import TaxDecision, document_mention
 from billing.templatetags.billing_format import line_text
 
@@ -82,7 +100,8 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
                      .exclude(status=Invoice.Status.DRAFT).order_by("-issued_at", "-pk").first())
     invoice = Invoice.objects.create(
         kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
-        plan_change=change, related_invoice=corrected, supply_start=change.effective_at, supply_end=change.new_period_end,
+        plan_change=change, subscription_id=change.subscription_id, related_invoice=corrected,
+        supply_start=change.effective_at, supply_end=change.new_period_end,
         currency=change.currency, language=customer.language, billing_timezone=customer.timezone,
         seller_name=entity.name, seller_address=entity.address, seller_country=entity.country,
         seller_vat_id=entity.vat_id, buyer_name=customer.name, buyer_address=customer.address,
@@ -93,7 +112,7 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
         tax_breakdown=[{"rate": str(decision.rate if decision.rate is not None else 0),
                         "taxable": str(sign * (change.subtotal - change.tax if inclusive else change.subtotal)),
                         "tax": str(sign * change.tax)}],
-        balance_applied=change.balance_applied, amount_paid=change.amount_due,
+        balance_applied=change.balance_applied, amount_paid=change.amount_due, amount_due=change.amount_due,
         payment_reference=change.payment_reference, created_at=now,
         created_by=actor if actor is not None and actor.is_authenticated else None,
     )
@@ -114,3 +133,76 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
         invoice.paid_at = now
         invoice.save(update_fields=["status", "paid_at"])
     return invoice
+
+
+_ADJECTIVE = {"month": "monthly", "quarter": "quarterly", "year": "yearly"}
+
+
+def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: datetime) -> Invoice | None:
+    """The invoice for the period the subscription has just entered, issued in the caller's transaction (the
+    renewal's locks held). Priced and taxed now, from the current terms; the customer's balance in the
+    invoice's currency is applied first (PRORATION.md's balance rule). None for a free period."""
+    price = subscription.price
+    currency = price.currency
+    start, end = subscription.current_period_start, subscription.current_period_end
+    item = price_item(price=price, quantity=subscription.quantity, discount_percent=subscription.discount_percent)
+    amount = proration.period_amount(item, currency)
+    if amount == 0:
+        return None
+    entity = legal_entity_default()
+    if entity is None:
+        raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
+    decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=start), entity=entity)
+    tax = tax_for_price(decision=decision, price=price)
+    balance = max(customer_balance(customer=customer, currency=currency), Decimal(0))
+    totals = proration.totals_for(amount, tax, balance, currency)
+    inclusive = tax is not None and tax.inclusive
+    tz = ZoneInfo(customer.timezone)
+    span = proration.range_label(start.astimezone(tz), end.astimezone(tz))
+    line = {"kind": "charge", "mode": "full", "remaining": "1", "total_units": "1", "unit": "period",
+            "item_name": str(price.plan), "quantity": subscription.quantity, "amount": str(amount),
+            "start": start.astimezone(tz).isoformat(), "end": end.astimezone(tz).isoformat(),
+            "description": f"New billing period for {price.plan} × {subscription.quantity}, {span} "
+                           f"({_ADJECTIVE[price.interval]})"}
+    invoice = Invoice.objects.create(
+        kind=Invoice.Kind.INVOICE, billing_reason=Invoice.Reason.RENEWAL, legal_entity=entity, customer=customer,
+        subscription=subscription, supply_start=start, supply_end=end, currency=currency,
+        language=customer.language, billing_timezone=customer.timezone,
+        seller_name=entity.name, seller_address=entity.address, seller_country=entity.country,
+        seller_vat_id=entity.vat_id, buyer_name=customer.name, buyer_address=customer.address,
+        buyer_country=customer.country, buyer_vat_id=customer.vat_id,
+        tax_inclusive=inclusive, reverse_charge=decision.reverse_charge,
+        legal_mention=document_mention(rate=decision.rate, reverse_charge=decision.reverse_charge,
+                                       seller_country=entity.country, buyer_country=customer.country),
+        subtotal=totals.subtotal, tax_total=totals.tax, total=totals.total,
+        tax_breakdown=[{"rate": str(decision.rate if decision.rate is not None else 0),
+                        "taxable": str(totals.subtotal - totals.tax if inclusive else totals.subtotal),
+                        "tax": str(totals.tax)}],
+        balance_applied=totals.balance_applied, amount_due=totals.amount_due, amount_paid=Decimal(0),
+        created_at=now,
+    )
+    with translation.override(customer.language or "en"):
+        description = line_text(line)[:500]
+    InvoiceLine.objects.create(invoice=invoice, position=1, description=description, quantity=1,
+                               unit_amount=amount, amount=amount, tax_rate=decision.rate)
+    invoice_issue(invoice=invoice, now=now)
+    if totals.balance_applied > 0:
+        BalanceEntry.objects.create(customer=customer, currency=currency, amount=-totals.balance_applied,
+                                    kind=BalanceEntry.Kind.APPLIED_TO_INVOICE, invoice=invoice, created_at=now,
+                                    description=f"Applied to invoice {invoice.number}")
+    if totals.amount_due == 0:
+        invoice.status = Invoice.Status.PAID
+        invoice.paid_at = now
+    else:
+        invoice.next_payment_attempt_at = now
+    invoice.save(update_fields=["status", "paid_at", "next_payment_attempt_at"])
+    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
+    if totals.amount_due > 0:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
+        transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
+    return invoice
+
+
+def _enqueue_collect(invoice_id: int) -> None:
+    from billing.tasks import collect_invoice
+
+    collect_invoice.delay(invoice_id)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
-from billing import proration
 from billing.errors import ChangeConflict, ChangeRefused
 from billing.models import BalanceEntry, Customer, Direction, PlanChange, Quote, Subscription, Timing
 from billing.money import Money, format_amount
@@ -90,6 +88,9 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
             raise ChangeConflict(
                 "subscription_changed", _("The subscription changed since this quote was made; request a new quote.")
             )
+        if subscription.status == Subscription.Status.PAST_DUE:  # no upgrade on an unpaid invoice
+            raise ChangeRefused("invoice_unpaid", _("A renewal invoice of this subscription is unpaid; pay it on the "
+                                                    "billing page before changing plans."))
         if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
             raise ChangeRefused("subscription_not_active", _("This subscription can no longer change plans."))
         if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
@@ -166,6 +167,7 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
             idempotency_key=plan_change.payment_idempotency_key,
             description=f"Crossgrade plan change {plan_change.pk}",
             return_url=plan_change.return_url,
+            customer_reference=plan_change.payment_method.gateway_customer if plan_change.payment_method else "",
         )
     except GatewayUnavailable as exc:
         logger.warning("payment for plan change %s has an unknown outcome: %s", plan_change.pk, exc)
@@ -350,50 +352,6 @@ def _fail_change(*, change: PlanChange, customer: Customer, code: str, message: 
     change.save()
     audit_event_record(actor=None, action="plan_change.failed", target=change, now=now, customer=customer,
                        reason_code=code, after=_change_snapshot(change), message=message)
-
-
-def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
-    """Apply one due scheduled change exactly once. Returns whether this call applied it."""
-    change = PlanChange.objects.get(pk=plan_change_id)
-    with transaction.atomic():
-        customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
-        if change.status != PlanChange.Status.SCHEDULED or change.effective_at > now:
-            return False
-        if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
-            return False  # wait until the customer's in-flight payment settles; the next sweep retries
-        if change.direction == Direction.CANCEL:
-            _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
-            return True
-        to_product_id = change.to_price.plan.product_id
-        if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
-            _fail_change(change=change, customer=customer, code="subscription_not_active",
-                            message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
-            return False
-        if to_product_id != subscription.product_id and Subscription.objects.filter(
-            customer=customer, product_id=to_product_id
-        ).exclude(status=Subscription.Status.CANCELLED).exists():
-            _fail_change(change=change, customer=customer, code="already_subscribed",
-                            message="The customer already subscribes to the target product.", now=now)
-            return False
-        start = change.effective_at
-        change.new_period_start = start
-        change.new_period_end = proration.add_interval(start, change.to_price.interval, ZoneInfo(customer.timezone))
-        _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
-    return True
-
-
-def plan_changes_apply_due(*, now: datetime) -> int:
-    """The sweep: apply every scheduled change due at `now`, in date order. Idempotent, safe in parallel."""
-    from billing.selectors import plan_changes_due
-
-    applied = 0
-    for change_id in list(plan_changes_due(now=now).values_list("pk", flat=True)):
-        try:
-            if plan_change_apply_scheduled(plan_change_id=change_id, now=now):
-                applied += 1
-        except Exception:  # one bad change must not stop the others; it stays scheduled and is retried
-            logger.exception("applying scheduled plan change %s failed", change_id)
-    return applied
 
 
 def plan_changes_reconcile(*, now: datetime) -> dict[str, int]:

@@ -114,6 +114,11 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
                        context: PricingContext, cancel: bool = False) -> _Eligible:
     from_price = subscription.price
     plan = to_price.plan
+    if subscription.status == Subscription.Status.PAST_DUE:
+        raise ChangeRefused(
+            "invoice_unpaid",
+            _("A renewal invoice of this subscription is unpaid; pay it on the billing page before changing plans."),
+        )
     if subscription.status not in (Subscription.Status.ACTIVE, Subscription.Status.TRIALING):
         raise ChangeRefused(
             "subscription_not_active",

@@ -91,5 +91,25 @@ def failure_text(change) -> str:
         "authentication_failed": gettext("The payment was not authenticated."),
         "payment_not_taken": gettext("The payment provider never received the payment; nothing was charged."),
         "canceled": gettext("The payment was canceled."),
+        "authentication_required": gettext("Your bank asks you to confirm this payment."),
+        "no_payment_method": gettext("No payment method is saved for this account."),
     }
-    return known.get(change.failure_code) or change.failure_message or gettext("The payment was declined.")
+    if isinstance(change, dict):  # an email's context
+        code, message = change.get("failure_code", ""), change.get("failure_message", "")
+    else:
+        code, message = change.failure_code, change.failure_message
+    return known.get(code) or message or gettext("The payment was declined.")
+
+
+@register.filter
+def date_in(value: str, timezone_name: str) -> str:
+    """An ISO 8601 instant (as stored in an email's context) as a date on the reader's calendar."""
+    from zoneinfo import ZoneInfo
+
+    from babel.dates import format_date
+    from django.utils.dateparse import parse_datetime
+
+    moment = parse_datetime(value)
+    if moment is None:
+        return ""
+    return format_date(moment.astimezone(ZoneInfo(timezone_name or "UTC")).date(), "long", locale=current_locale())

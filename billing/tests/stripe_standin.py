@@ -198,6 +198,14 @@ class StripeStandin:
             error = _error("card_error", message, code=code, decline_code=decline_code)
             error["error"]["payment_intent"] = json.loads(json.dumps(intent))
             return 402, error, ""
+        if payment_method == "pm_card_authenticationRequired" and str(params.get("off_session")).lower() == "true":
+            message = "Your card was declined. This transaction requires authentication."
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {"type": "card_error", "code": "authentication_required",
+                                            "decline_code": "authentication_required", "message": message}
+            error = _error("card_error", message, code="authentication_required", decline_code="authentication_required")
+            error["error"]["payment_intent"] = json.loads(json.dumps(intent))
+            return 402, error, ""
         if payment_method == "pm_card_authenticationRequired":
             intent["status"] = "requires_action"
             intent["next_action"] = {"type": "redirect_to_url", "redirect_to_url": {

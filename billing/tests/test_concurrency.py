@@ -13,8 +13,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import AuditEvent, LocalPayment, PlanChange, Subscription
-from billing.services.plan_changes import plan_changes_apply_due, quote_accept
+from billing.services.plan_changes import quote_accept
 from billing.services.quotes import quote_create
+from billing.services.renewals import plan_changes_apply_due
 from billing.tests.factories import PaymentMethodFactory, live_subscription_setup, subscription_setup
 from conftest import requires_postgres
 

@@ -18,11 +18,11 @@ from billing.payments.local import LocalGateway, local_payment_authenticate
 from billing.services.plan_changes import (
     plan_change_cancel,
     plan_change_refresh_payment,
-    plan_changes_apply_due,
     plan_changes_reconcile,
     quote_accept,
 )
 from billing.services.quotes import quote_create
+from billing.services.renewals import plan_changes_apply_due
 from billing.tests.factories import BERLIN, MID_JANUARY, PERIOD_END, subscription_setup
 from entitlements.selectors import entitlements_for_customer
 
@@ -274,7 +274,10 @@ def test_scheduled_changes_are_superseded_by_a_newer_choice_and_by_an_immediate_
     quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
     second.refresh_from_db()
     assert second.status == "cancelled"
-    assert plan_changes_apply_due(now=PERIOD_END) == 0
+    assert plan_changes_apply_due(now=PERIOD_END) == 1  # the renewal, on the terms of the immediate change
+    second.refresh_from_db()
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert second.status == "cancelled" and (sub.price_id, sub.quantity) == (s.business_month.pk, 8)
 
 
 def test_customer_cancels_a_scheduled_change():
@@ -284,7 +287,9 @@ def test_customer_cancels_a_scheduled_change():
     change = quote_accept(quote=make_quote(s, s.basic_month, 5), actor=s.owner, now=MID_JANUARY)
     plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)
     assert PlanChange.objects.get(pk=change.pk).status == "cancelled"
-    assert plan_changes_apply_due(now=PERIOD_END) == 0
+    assert plan_changes_apply_due(now=PERIOD_END) == 1  # renews on Pro: the cancelled downgrade stays cancelled
+    assert PlanChange.objects.get(pk=change.pk).status == "cancelled"
+    assert Subscription.objects.get(pk=s.subscription.pk).price_id == s.pro_month.pk
     with pytest.raises(BillingError) as info:
         plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)
     assert info.value.code == "not_cancellable"
@@ -432,7 +437,7 @@ def test_cancellation_at_period_end_keeps_everything_until_then_and_can_be_undon
     assert change.status == "scheduled"
     assert features(s.customer)["storage"] == (True, 10)  # still there until the period ends
     plan_change_cancel(plan_change=change, actor=s.owner, now=MID_JANUARY)  # the customer changes their mind
-    assert plan_changes_apply_due(now=PERIOD_END) == 0
+    assert plan_changes_apply_due(now=PERIOD_END - timedelta(seconds=1)) == 0
     again = quote_accept(quote=quote_create(subscription=Subscription.objects.get(pk=s.subscription.pk),
                                             to_price=None, quantity=0, now=MID_JANUARY, actor=s.owner, cancel=True),
                          actor=s.owner, now=MID_JANUARY)

@@ -156,7 +156,7 @@ def test_second_granularity_customer():
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(Subscription.Status.CANCELLED, "subscription_not_active"), (Subscription.Status.PAST_DUE, "subscription_not_active")],
+    [(Subscription.Status.CANCELLED, "subscription_not_active"), (Subscription.Status.PAST_DUE, "invoice_unpaid")],
 )
 def test_refuses_inactive_subscription(status, code):
     s = subscription_setup()

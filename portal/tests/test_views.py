@@ -966,7 +966,10 @@ def test_billing_history_lists_changes_with_links_to_receipts(client, setup):
     response = client.get(url("billing", setup.customer.pk))
     assert response.status_code == 200
     page = html(response)
-    rows = re.findall(r"<tr>\s*<td>.*?</tr>", page, re.S)
+    documents, changes = page.split("Plan changes</h2>")
+    invoice = applied.invoices.get()
+    assert re.findall(r"<tr>\s*<td>.*?</tr>", documents, re.S)[0].count(invoice.number) == 1
+    rows = re.findall(r"<tr>\s*<td>.*?</tr>", changes, re.S)
     assert len(rows) == 2
     assert url("change", setup.customer.pk, scheduled.pk) in rows[0] and "Details" in rows[0]
     assert url("change", setup.customer.pk, applied.pk) in rows[1] and "Receipt" in rows[1]

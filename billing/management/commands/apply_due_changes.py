@@ -1,4 +1,4 @@
-"""`manage.py apply_due_changes [--now ISO]`: apply scheduled plan changes whose date has come."""
+"""`manage.py apply_due_changes [--now ISO]`: period ends (renewals, scheduled changes) and due payment attempts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing.services.plan_changes import plan_changes_apply_due
+from billing.services.collection import invoice_collect, invoices_collect_due
+from billing.services.renewals import plan_changes_apply_due
 
 
 def parse_now(value: str | None) -> datetime:
@@ -23,11 +24,21 @@ def parse_now(value: str | None) -> datetime:
 
 
 class Command(BaseCommand):
-    help = "Apply every scheduled plan change due at --now (default: the current time). Idempotent; safe to run concurrently."
+    help = ("Renew every subscription whose period ended by --now (default: the current time), applying the changes "
+            "scheduled for then and issuing the new period's invoices, then run the payment attempts that are due. "
+            "Idempotent; safe to run concurrently.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--now", help="The instant to apply changes at (ISO 8601 with offset)")
 
     def handle(self, *args, **options) -> None:
-        applied = plan_changes_apply_due(now=parse_now(options["now"]))
-        self.stdout.write(f"Applied {applied} scheduled change(s).")
+        now = parse_now(options["now"])
+        applied = plan_changes_apply_due(now=now)
+        outcomes: dict[str, int] = {}
+        for invoice_id in invoices_collect_due(now=now):
+            attempt = invoice_collect(invoice_id=invoice_id, now=now)
+            if attempt is not None:
+                outcomes[attempt.status] = outcomes.get(attempt.status, 0) + 1
+        self.stdout.write(f"Applied {applied} scheduled change(s) and renewal(s).")
+        if outcomes:
+            self.stdout.write("Payment attempts: " + ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())))

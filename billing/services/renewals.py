@@ -1,0 +1,161 @@
+"""Period ends: scheduled changes and renewals, applied by an idempotent sweep.
+
+Reaching a period end is one step under the customer → subscription locks: apply the change scheduled for
+that moment (or simply advance the period), then bill the new period. A worker that dies mid-step rolls the
+whole step back; a second worker finds the period already advanced and does nothing, so a period is
+entered and billed exactly once (and a unique constraint on renewal invoices says so in the schema too).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django.db import transaction
+
+from billing import proration
+from billing.models import Customer, Direction, PlanChange, Subscription
+from billing.services.audit import audit_event_record, subscription_snapshot
+from billing.services.invoices import invoice_for_renewal
+from billing.services.plan_changes import _apply, _fail_change, _lock
+
+logger = logging.getLogger(__name__)
+
+# A subscription the sweep missed for a long time (the service was down) catches up one period per step.
+MAX_PERIODS_PER_RUN = 36
+
+
+def _scheduled_apply_locked(*, change: PlanChange, customer: Customer, subscription: Subscription,
+                            now: datetime) -> bool:
+    """Apply a due scheduled change (locks held). Returns whether it applied; a change that can no longer
+    apply fails with its reason and the subscription renews on its current terms."""
+    if change.direction == Direction.CANCEL:
+        _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
+        return True
+    to_product_id = change.to_price.plan.product_id
+    if subscription.status not in Subscription.RENEWABLE:
+        _fail_change(change=change, customer=customer, code="subscription_not_active",
+                     message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
+        return False
+    if to_product_id != subscription.product_id and Subscription.objects.filter(
+        customer=customer, product_id=to_product_id
+    ).exclude(status=Subscription.Status.CANCELLED).exists():
+        _fail_change(change=change, customer=customer, code="already_subscribed",
+                     message="The customer already subscribes to the target product.", now=now)
+        return False
+    start = change.effective_at
+    change.new_period_start = start
+    change.new_period_end = proration.add_interval(start, change.to_price.interval, ZoneInfo(customer.timezone))
+    _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
+    return True
+
+
+def _renew_locked(*, customer: Customer, subscription: Subscription, now: datetime) -> bool:
+    """Enter the next period if the current one has ended: its scheduled change first, then its invoice."""
+    if subscription.status not in Subscription.RENEWABLE or subscription.current_period_end > now:
+        return False
+    if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
+        return False  # a payment for the current period is under way: renew once it settles (next sweep)
+    period_end = subscription.current_period_end
+    due = (PlanChange.objects.select_for_update().filter(subscription=subscription, status=PlanChange.Status.SCHEDULED,
+                                                         effective_at__lte=period_end)
+           .select_related("to_price__plan").order_by("effective_at", "pk"))
+    for change in due:
+        if _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now):
+            break
+    if subscription.status == Subscription.Status.CANCELLED:
+        return True  # a cancellation took effect: nothing more to bill
+    if subscription.current_period_end == period_end:  # no change moved the period: renew on the same terms
+        before = subscription_snapshot(subscription)
+        subscription.current_period_start = period_end
+        subscription.current_period_end = proration.add_interval(period_end, subscription.price.interval,
+                                                                 ZoneInfo(customer.timezone))
+        if subscription.status == Subscription.Status.TRIALING:
+            subscription.status = Subscription.Status.ACTIVE
+        subscription.version += 1
+        subscription.save()
+        audit_event_record(actor=None, action="subscription.renewed", target=subscription, now=now, customer=customer,
+                           reason_code="period_end", before=before, after=subscription_snapshot(subscription))
+    invoice_for_renewal(customer=customer, subscription=subscription, now=now)
+    return True
+
+
+def subscription_renew(*, subscription_id: int, now: datetime) -> bool:
+    """One period-end step for one subscription, exactly once. Returns whether this call took it."""
+    customer_id = Subscription.objects.values_list("customer_id", flat=True).get(pk=subscription_id)
+    with transaction.atomic():
+        customer, subscription, _none = _lock(customer_id, subscription_id)
+        return _renew_locked(customer=customer, subscription=subscription, now=now)
+
+
+def subscription_renew_all_due(*, subscription_id: int, now: datetime) -> int:
+    """Every period of one subscription that ended by `now` (normally one), one transaction each."""
+    periods = 0
+    while periods < MAX_PERIODS_PER_RUN and subscription_renew(subscription_id=subscription_id, now=now):
+        periods += 1
+    return periods
+
+
+def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
+    """Apply one due scheduled change exactly once. A change at the period end is the renewal step itself."""
+    change = PlanChange.objects.get(pk=plan_change_id)
+    with transaction.atomic():
+        customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
+        if change.status != PlanChange.Status.SCHEDULED or change.effective_at > now:
+            return False
+        if subscription.status not in Subscription.RENEWABLE:
+            _fail_change(change=change, customer=customer, code="subscription_not_active",
+                         message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
+            return False
+        if change.effective_at >= subscription.current_period_end:
+            return _renew_locked(customer=customer, subscription=subscription, now=now)
+        if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
+            return False  # wait until the customer's in-flight payment settles; the next sweep retries
+        return _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now)
+
+
+def period_ends_run(*, subscription_ids: list[int], plan_change_ids: list[int], now: datetime) -> int:
+    """One chunk of the sweep. A failure in one subscription or change never stops the others."""
+    applied = 0
+    for subscription_id in subscription_ids:
+        try:
+            applied += subscription_renew_all_due(subscription_id=subscription_id, now=now)
+        except Exception:  # the next sweep retries it
+            logger.exception("renewing subscription %s failed", subscription_id)
+    for change_id in plan_change_ids:
+        try:
+            applied += plan_change_apply_scheduled(plan_change_id=change_id, now=now)
+        except Exception:
+            logger.exception("applying scheduled plan change %s failed", change_id)
+    return applied
+
+
+def _due_ids(*, now: datetime) -> tuple[list[int], list[int]]:
+    from billing.selectors import plan_changes_due, subscriptions_renewal_due
+
+    subscription_ids = list(subscriptions_renewal_due(now=now).values_list("pk", flat=True))
+    # Scheduled changes at their subscription's period end are part of its renewal step.
+    change_ids = list(plan_changes_due(now=now).exclude(subscription_id__in=subscription_ids)
+                      .values_list("pk", flat=True))
+    return subscription_ids, change_ids
+
+
+def period_ends_dispatch(*, now: datetime, chunk_size: int = 100) -> int:
+    """The beat sweep: hand everything due to the workers in chunks (each chunk task is idempotent, so a
+    chunk delivered twice or a sweep that overlaps the previous one applies nothing twice)."""
+    from billing.tasks import apply_period_ends
+
+    subscription_ids, change_ids = _due_ids(now=now)
+    for index in range(0, len(subscription_ids), chunk_size):
+        apply_period_ends.delay(subscription_ids[index:index + chunk_size], [])
+    for index in range(0, len(change_ids), chunk_size):
+        apply_period_ends.delay([], change_ids[index:index + chunk_size])
+    return len(subscription_ids) + len(change_ids)
+
+
+def plan_changes_apply_due(*, now: datetime) -> int:
+    """The sweep, in one process (the `apply_due_changes` command): every period end and scheduled change due
+    at `now`, in date order. Idempotent and safe in parallel. Returns how many steps this call took."""
+    subscription_ids, change_ids = _due_ids(now=now)
+    return period_ends_run(subscription_ids=subscription_ids, plan_change_ids=change_ids, now=now)
