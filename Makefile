@@ -16,7 +16,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	DJANGO_DEBUG=1 $(PY) manage.py migrate --noinput
 	DJANGO_DEBUG=1 $(PY) manage.py seed_demo
-	DJANGO_DEBUG=1 $(PY) manage.py runlocal --addrport $(HOST):$(PORT)
+	DJANGO_DEBUG=1 EMAIL_BACKEND=$${EMAIL_BACKEND:-django.core.mail.backends.filebased.EmailBackend} \
+		$(PY) manage.py runlocal --addrport $(HOST):$(PORT)
 
 # axe-core for the browser tests' accessibility check (from the npm registry; the product needs no Node).
 node_modules/.installed: package.json package-lock.json

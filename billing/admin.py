@@ -28,6 +28,8 @@ from billing.models import (
     LegalEntity,
     LocalPayment,
     Membership,
+    Notification,
+    PaymentAttempt,
     PaymentMethod,
     Plan,
     PlanChange,
@@ -45,6 +47,23 @@ from billing.services.invoice_pdfs import invoice_pdf_render
 from billing.services.plan_changes import plan_change_cancel
 from billing.services.refunds import credit_note_refund
 from billing.services.subscriptions import subscription_save_by_staff
+
+
+class PaymentAttemptInline(admin.TabularInline):
+    """Every try at collecting a renewal invoice, with the gateway's answer (read-only)."""
+
+    model = PaymentAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "status", "off_session", "created_at", "completed_at", "payment_gateway",
+              "payment_reference", "failure_code", "failure_message"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -276,6 +295,17 @@ class BalanceEntryAdmin(ReadOnlyAdmin):
     search_fields = ["customer__name"]
 
 
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """Customer emails (the outbox): what was sent to whom and when, and what is still waiting or failing."""
+
+    list_display = ["created_at", "customer", "kind", "to_email", "language", "status", "sent_at", "attempts",
+                    "last_error"]
+    list_filter = ["status", "kind", "language"]
+    list_select_related = ["customer"]
+    search_fields = ["customer__name", "to_email", "key"]
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_label", "action", "reason_code", "customer", "object_type", "object_id"]
@@ -340,13 +370,13 @@ class FinanceZipForm(forms.Form):
 class InvoiceAdmin(ReadOnlyAdmin):
     """Issued documents are immutable: corrections are credit notes. Finance downloads and exports here."""
 
-    list_display = ["number", "kind", "status", "customer", "issued_at", "total", "currency", "reverse_charge",
-                    "pdf_link"]
-    list_filter = ["kind", "status", "currency", "reverse_charge"]
+    list_display = ["number", "kind", "billing_reason", "status", "customer", "issued_at", "total", "amount_due",
+                    "currency", "next_payment_attempt_at", "pdf_link"]
+    list_filter = ["kind", "billing_reason", "status", "currency", "reverse_charge"]
     list_select_related = ["customer"]
     search_fields = ["number", "customer__name", "buyer_vat_id"]
     date_hierarchy = "issued_at"
-    inlines = [InvoiceLineInline]
+    inlines = [InvoiceLineInline, PaymentAttemptInline]
     change_list_template = "admin/billing/invoice/change_list.html"
 
     @admin.display(description="PDF")

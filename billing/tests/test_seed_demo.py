@@ -41,3 +41,17 @@ def test_seed_demo_is_idempotent_and_quotable():
 
     with pytest.raises(ChangeRefused, match="sales team"):
         quote_create(subscription=acme, to_price=enterprise, quantity=10, now=timezone.now(), actor=None)
+
+
+def test_seed_demo_shows_a_past_due_account_through_the_real_renewal_step():
+    from billing.models import Invoice, Notification
+
+    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())
+    initech = Subscription.objects.get(customer__name="Initech Ltd")
+    invoice = Invoice.objects.get(subscription=initech, billing_reason="renewal")
+    assert initech.status == "past_due" and initech.current_period_start <= timezone.now() < initech.current_period_end
+    assert invoice.status == "issued" and invoice.currency == "GBP" and invoice.next_payment_attempt_at is not None
+    assert list(invoice.payment_attempts.values_list("status", flat=True)) == ["declined"]
+    assert Notification.objects.filter(customer=initech.customer, kind="renewal_payment_failed").count() == 1
+    assert Subscription.objects.filter(status="past_due").count() == 1

@@ -29,6 +29,8 @@ from billing.models import (
     Subscription,
     TaxRate,
 )
+from billing.services.collection import invoice_collect, invoices_collect_due
+from billing.services.renewals import plan_changes_apply_due
 
 DEMO_PASSWORD = "crossgrade-demo"
 ADMIN_PASSWORD = "crossgrade-admin"
@@ -88,6 +90,7 @@ CUSTOMERS = [
      ("pm_card_visa", "Visa ending 4242"), [("fleur", "owner")], [("analytics", "pro", "month", 8)]),
 ]
 VAT_IDS = {"Société Exemple SA": "FR40303265045"}  # a valid French VAT ID: invoices are reverse-charged
+RENEWAL_DUE = {"Initech Ltd"}  # monthly; its card declines, so the demo shows a past-due account
 
 RULES = [
     # position, name, match, decision
@@ -121,9 +124,19 @@ def _price(eur: str, currency: str, interval: str) -> Decimal:
 class Command(BaseCommand):
     help = "Load the demo catalog, change rules, customers and logins (safe to run again)."
 
-    @transaction.atomic
     def handle(self, *args, **options) -> None:
         now = timezone.now()
+        with transaction.atomic():
+            self._seed(now)
+        # Periods that ended since the last run (and Initech's, on purpose) go through the real renewal step:
+        # invoices issued and collected (Initech's card declines: past due, with its retry planned and emailed).
+        renewed = plan_changes_apply_due(now=now)
+        for invoice_id in invoices_collect_due(now=now):
+            invoice_collect(invoice_id=invoice_id, now=now)
+        if renewed:
+            self.stdout.write(f"  Renewed {renewed} subscription period(s).")
+
+    def _seed(self, now) -> None:
         features = {code: Feature.objects.update_or_create(
             code=code, defaults={"name": name, "kind": kind, "unit": unit, "sort_order": i,
                                  "limit_from_quantity": code == "seats"})[0]
@@ -179,7 +192,8 @@ class Command(BaseCommand):
         finance.permissions.set(Permission.objects.filter(content_type__app_label="billing", codename__in=[
             "view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "refund_credit_note",
             "view_cashrefund", "view_customer",
-            "view_exchangerate", "add_exchangerate", "change_exchangerate", "view_balanceentry", "view_legalentity"]))
+            "view_exchangerate", "add_exchangerate", "change_exchangerate", "view_balanceentry", "view_legalentity",
+            "view_paymentattempt", "view_notification"]))
         fiona, created = User.objects.get_or_create(username="fiona", defaults={
             "email": "fiona@crossgrade.example", "first_name": "Fiona", "is_staff": True})
         if created:
@@ -191,7 +205,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; finance: fiona / {DEMO_PASSWORD}")
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
-                          f"erin (Initech, GBP, card declines), kenji (Tanaka KK, JPY), "
+                          f"erin (Initech, GBP, card declines: past due), kenji (Tanaka KK, JPY), "
                           f"fleur (Société Exemple, EUR, reverse charge); password {DEMO_PASSWORD}")
         self.stdout.write(f"  API token (alice):  {token.key}")
 
@@ -225,16 +239,9 @@ class Command(BaseCommand):
         subscription = Subscription.objects.filter(customer=customer, product=product).exclude(
             status=Subscription.Status.CANCELLED).first()
         if subscription is None:
+            if customer.name in RENEWAL_DUE:  # last month's period has ended: the renewal step runs on it
+                end = start
+                start = datetime(end.year - (end.month == 1), (end.month - 2) % 12 + 1, 1, tzinfo=tz)
             Subscription.objects.create(customer=customer, product=product, price=price, quantity=quantity,
                                         seats_in_use=min(quantity, 2), current_period_start=start,
                                         current_period_end=end)
-        elif subscription.current_period_end <= now:
-            # Demo only: renewals come with invoicing; keep an old demo database usable.
-            period_start = subscription.current_period_start
-            while subscription.current_period_end <= now:
-                period_start = subscription.current_period_end
-                subscription.current_period_end = proration.add_interval(
-                    period_start, subscription.price.interval, tz)
-            subscription.current_period_start = period_start
-            subscription.version += 1
-            subscription.save()
