@@ -7,6 +7,7 @@ from datetime import date
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -46,6 +47,7 @@ from billing.selectors import legal_entity_default
 from billing.services.invoice_pdfs import invoice_pdf_render
 from billing.services.plan_changes import plan_change_cancel
 from billing.services.refunds import credit_note_refund
+from billing.services.renewals import sweep_retry
 from billing.services.subscriptions import subscription_save_by_staff
 
 
@@ -225,14 +227,26 @@ class SubscriptionAdminForm(forms.ModelForm):
         return data
 
 
+@admin.action(description="Retry the period-end step (clears “needs attention”)", permissions=["change"])
+def retry_period_end_step(modeladmin, request, queryset):
+    now = timezone.now()
+    parked = list(queryset.filter(Q(needs_attention=True) | Q(sweep_failures__gt=0)))
+    for row in parked:
+        sweep_retry(row=row, actor=request.user, now=now)
+    messages.success(request, f"{len(parked)} taken back into the sweep; it runs every minute.")
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     form = SubscriptionAdminForm
-    list_display = ["customer", "product", "price", "quantity", "status", "current_period_end", "version"]
-    list_filter = ["status", "product"]
+    list_display = ["customer", "product", "price", "quantity", "status", "current_period_end", "version",
+                    "needs_attention"]
+    list_filter = ["status", "needs_attention", "product"]
     list_select_related = ["customer", "product", "price__plan__product"]
     search_fields = ["customer__name"]
-    readonly_fields = ["version", "created_at", "updated_at"]
+    readonly_fields = ["version", "created_at", "updated_at", "sweep_failures", "sweep_error", "sweep_retry_at",
+                       "needs_attention"]
+    actions = [retry_period_end_step]
     raw_id_fields = ["customer", "price"]
 
     def get_readonly_fields(self, request, obj=None):
@@ -271,11 +285,11 @@ def cancel_scheduled_changes(modeladmin, request, queryset):
 @admin.register(PlanChange)
 class PlanChangeAdmin(admin.ModelAdmin):
     list_display = ["id", "customer", "direction", "from_price", "to_price", "to_quantity", "status",
-                    "amount_due", "currency", "effective_at", "applied_at"]
-    list_filter = ["status", "direction", "timing"]
+                    "amount_due", "currency", "effective_at", "applied_at", "needs_attention"]
+    list_filter = ["status", "needs_attention", "direction", "timing"]
     list_select_related = ["customer", "from_price__plan__product", "to_price__plan__product"]
     search_fields = ["customer__name", "payment_reference"]
-    actions = [cancel_scheduled_changes]
+    actions = [cancel_scheduled_changes, retry_period_end_step]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F, Prefetch, QuerySet, Sum
+from django.db.models import F, Prefetch, Q, QuerySet, Sum
 
 from billing.models import (
     BalanceEntry,
@@ -83,16 +83,15 @@ def plan_change_list(*, subscription: Subscription) -> QuerySet[PlanChange]:
 
 def plan_changes_due(*, now) -> QuerySet[PlanChange]:
     """Scheduled changes whose date has come, in date order."""
-    return PlanChange.objects.filter(status=PlanChange.Status.SCHEDULED, effective_at__lte=now).order_by(
-        "effective_at", "id"
-    )
+    return (PlanChange.objects.filter(status=PlanChange.Status.SCHEDULED, effective_at__lte=now, needs_attention=False)
+            .filter(Q(sweep_retry_at__isnull=True) | Q(sweep_retry_at__lte=now)).order_by("effective_at", "id"))
 
 
 def subscriptions_renewal_due(*, now) -> QuerySet[Subscription]:
     """Subscriptions whose period has ended and that go on (renew, or take their scheduled change)."""
-    return Subscription.objects.filter(status__in=Subscription.RENEWABLE, current_period_end__lte=now).order_by(
-        "current_period_end", "id"
-    )
+    return (Subscription.objects.filter(status__in=Subscription.RENEWABLE, current_period_end__lte=now,
+                                        needs_attention=False)
+            .filter(Q(sweep_retry_at__isnull=True) | Q(sweep_retry_at__lte=now)).order_by("current_period_end", "id"))
 
 
 def catalog_list(*, currency: str | None = None, product_code: str | None = None) -> QuerySet[Product]:

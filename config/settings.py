@@ -218,6 +218,9 @@ PAYMENT_ACTION_TIMEOUT = timedelta(hours=env.int("PAYMENT_ACTION_TIMEOUT_HOURS",
 # Renewal invoices that fail to collect: retry this many days after the 1st, 2nd, … failed attempt; when the
 # list is used up the subscription is cancelled (data kept) and the invoice stays open for finance.
 RENEWAL_RETRY_SCHEDULE = env.list("RENEWAL_RETRY_SCHEDULE_DAYS", cast=int, default=[1, 3, 5])
+# The period-end sweep retries a subscription or scheduled change whose step raised (1, 2, 4 … minutes apart)
+# and parks it as "needs attention" in admin after this many errors in a row.
+SWEEP_MAX_FAILURES = env.int("SWEEP_MAX_FAILURES", default=5)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)

@@ -38,6 +38,14 @@ class Subscription(models.Model):
     version = models.PositiveBigIntegerField(
         default=1, help_text="Bumped by every applied change; quotes are valid only for the version they priced."
     )
+    sweep_failures = models.PositiveSmallIntegerField(
+        default=0, help_text="Consecutive errors of the period-end step (renewal or scheduled change); reset by success.")
+    sweep_error = models.CharField(max_length=500, blank=True, help_text="The last error of the period-end step.")
+    sweep_retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="After an error, the sweep tries again from then on (backing off).")
+    needs_attention = models.BooleanField(
+        default=False, help_text="The period-end step kept failing: the sweep leaves it alone until staff retry it "
+                                 "(admin action 'Retry the period-end step').")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -162,6 +170,12 @@ class PlanChange(models.Model):
     created_at = models.DateTimeField()
     applied_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True, help_text="When it failed or was cancelled.")
+    sweep_failures = models.PositiveSmallIntegerField(
+        default=0, help_text="Errors while the sweep applied this scheduled change (not refusals: those fail it).")
+    sweep_error = models.CharField(max_length=500, blank=True)
+    sweep_retry_at = models.DateTimeField(null=True, blank=True)
+    needs_attention = models.BooleanField(
+        default=False, help_text="Applying it kept failing: the sweep leaves it alone until staff retry it.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -9,9 +9,10 @@ entered and billed exactly once (and a unique constraint on renewal invoices say
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import transaction
 
 from billing import proration
@@ -44,6 +45,7 @@ def _scheduled_apply_locked(*, change: PlanChange, customer: Customer, subscript
         _fail_change(change=change, customer=customer, code="already_subscribed",
                      message="The customer already subscribes to the target product.", now=now)
         return False
+    _sweep_succeeded(change)
     start = change.effective_at
     change.new_period_start = start
     change.new_period_end = proration.add_interval(start, change.to_price.interval, ZoneInfo(customer.timezone))
@@ -66,6 +68,7 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
             break
     if subscription.status == Subscription.Status.CANCELLED:
         return True  # a cancellation took effect: nothing more to bill
+    _sweep_succeeded(subscription)
     if subscription.current_period_end == period_end:  # no change moved the period: renew on the same terms
         before = subscription_snapshot(subscription)
         subscription.current_period_start = period_end
@@ -115,19 +118,68 @@ def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
         return _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now)
 
 
+def _sweep_backoff(failures: int) -> timedelta:
+    """1, 2, 4, 8 … minutes after the 1st, 2nd, 3rd … consecutive error, at most an hour."""
+    return timedelta(minutes=min(2 ** (failures - 1), 60))
+
+
+def _sweep_failed(*, model: type[Subscription] | type[PlanChange], pk: int, error: Exception, now: datetime) -> None:
+    """Remember an error of the period-end step: retried with backoff, parked as needs attention after
+    settings.SWEEP_MAX_FAILURES in a row (its own short transaction: the failed step rolled back)."""
+    with transaction.atomic():
+        row = model.objects.select_for_update(of=("self",)).get(pk=pk)
+        row.sweep_failures += 1
+        row.sweep_error = f"{type(error).__name__}: {error}"[:500]
+        if row.sweep_failures >= settings.SWEEP_MAX_FAILURES:
+            row.needs_attention = True
+            row.sweep_retry_at = None
+        else:
+            row.sweep_retry_at = now + _sweep_backoff(row.sweep_failures)
+        row.save(update_fields=["sweep_failures", "sweep_error", "sweep_retry_at", "needs_attention"])
+        if row.needs_attention:
+            customer_id = row.customer_id
+            audit_event_record(actor=None, action="sweep.needs_attention", target=row, now=now,
+                               customer=Customer.objects.get(pk=customer_id), reason_code="sweep_failed",
+                               message=f"Failed {row.sweep_failures} times: {row.sweep_error}")
+
+
+def _sweep_succeeded(row: Subscription | PlanChange) -> None:
+    row.sweep_failures = 0
+    row.sweep_error = ""
+    row.sweep_retry_at = None
+
+
+def sweep_retry(*, row: Subscription | PlanChange, actor, now: datetime) -> None:
+    """Staff: take a parked period-end step back into the sweep (admin action)."""
+    with transaction.atomic():
+        row = type(row).objects.select_for_update(of=("self",)).get(pk=row.pk)
+        if not row.needs_attention and not row.sweep_failures:
+            return
+        error = row.sweep_error
+        row.needs_attention = False
+        row.sweep_failures = 0
+        row.sweep_retry_at = None
+        row.save(update_fields=["sweep_failures", "sweep_retry_at", "needs_attention"])
+        audit_event_record(actor=actor, action="sweep.retry", target=row, now=now, customer=row.customer,
+                           reason_code="staff_retry", message=f"Retried after: {error}")
+
+
 def period_ends_run(*, subscription_ids: list[int], plan_change_ids: list[int], now: datetime) -> int:
-    """One chunk of the sweep. A failure in one subscription or change never stops the others."""
+    """One chunk of the sweep. An error in one subscription or change never stops the others: it is
+    remembered, retried with backoff and parked after repeated errors."""
     applied = 0
     for subscription_id in subscription_ids:
         try:
             applied += subscription_renew_all_due(subscription_id=subscription_id, now=now)
-        except Exception:  # the next sweep retries it
+        except Exception as error:
             logger.exception("renewing subscription %s failed", subscription_id)
+            _sweep_failed(model=Subscription, pk=subscription_id, error=error, now=now)
     for change_id in plan_change_ids:
         try:
             applied += plan_change_apply_scheduled(plan_change_id=change_id, now=now)
-        except Exception:
+        except Exception as error:
             logger.exception("applying scheduled plan change %s failed", change_id)
+            _sweep_failed(model=PlanChange, pk=change_id, error=error, now=now)
     return applied
 
 

@@ -210,3 +210,82 @@ def test_two_staff_refunding_one_credit_note_at_once_pay_once():
     assert LocalRefund.objects.count() == 1
     assert sum(1 for r in results if not isinstance(r, Exception)) == 1, results
     assert customer_balance(customer=s.customer, currency="EUR") == 0  # debited once
+
+
+# --- renewals and dunning ------------------------------------------------------------------------------------------
+
+
+def test_four_workers_renewing_one_due_subscription_bill_the_period_once():
+    from billing.models import Invoice
+    from billing.services.renewals import subscription_renew
+    from billing.tests.factories import PERIOD_END
+
+    s = subscription_setup()
+    results = run_in_threads(4, lambda i: subscription_renew(subscription_id=s.subscription.pk, now=PERIOD_END))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(results) == [False, False, False, True]
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert (sub.current_period_start, sub.version) == (PERIOD_END, 2)
+    assert sub.current_period_end == PERIOD_END.replace(month=3)
+    assert Invoice.objects.filter(subscription=s.subscription, billing_reason="renewal").count() == 1
+    assert AuditEvent.objects.filter(action="subscription.renewed").count() == 1
+    # The winner's commit sent the invoice to collection (eager here): charged once.
+    assert LocalPayment.objects.filter(status="succeeded").count() == 1
+
+
+def declined_renewal(s):
+    """Renew `s` with a declining card (the tasks after commit run eagerly): past due, invoice open, the
+    failure email sent. Returns the invoice."""
+    from billing.models import Invoice, PaymentMethod
+    from billing.tests.factories import PERIOD_END
+
+    PaymentMethod.objects.filter(customer=s.customer).update(reference="pm_card_chargeDeclined")
+    assert plan_changes_apply_due(now=PERIOD_END) == 1
+    invoice = Invoice.objects.get(subscription=s.subscription, billing_reason="renewal")
+    assert invoice.status == "issued" and invoice.payment_attempts.get().status == "declined"
+    assert Subscription.objects.get(pk=s.subscription.pk).status == "past_due"
+    return invoice
+
+
+def test_four_workers_collecting_one_due_invoice_charge_it_once():
+    from billing.models import Invoice, Notification, PaymentAttempt, PaymentMethod
+    from billing.services.collection import invoice_collect
+
+    s = subscription_setup()
+    invoice = declined_renewal(s)
+    PaymentMethod.objects.filter(customer=s.customer).update(reference="pm_card_visa")  # a new card; retry due
+    now = timezone.now()
+    Invoice.objects.filter(pk=invoice.pk).update(next_payment_attempt_at=now - timedelta(seconds=1))
+    results = run_in_threads(4, lambda i: invoice_collect(invoice_id=invoice.pk, now=now))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert {r.pk for r in results if r is not None} <= {invoice.payment_attempts.get(number=2).pk}
+    assert LocalPayment.objects.filter(status="succeeded").count() == 1
+    attempts = list(PaymentAttempt.objects.filter(invoice=invoice).values_list("number", "status"))
+    assert attempts == [(1, "declined"), (2, "succeeded")]
+    invoice.refresh_from_db()
+    assert invoice.status == "paid" and invoice.amount_paid == invoice.amount_due
+    assert Subscription.objects.get(pk=s.subscription.pk).status == "active"
+    assert Notification.objects.filter(kind="renewal_paid").count() == 1
+    assert AuditEvent.objects.filter(action="invoice.paid").count() == 1
+
+
+def test_four_workers_sending_one_email_send_it_once():
+    from django.core import mail
+
+    from billing.models import Notification
+    from billing.services.notifications import notification_send
+
+    s = subscription_setup()
+    declined_renewal(s)
+    sent = Notification.objects.get(kind="renewal_payment_failed")
+    assert sent.status == "sent" and len(mail.outbox) == 1  # sent after the renewal committed
+    queued = Notification.objects.create(customer=s.customer, kind=sent.kind, key="race", to_email=sent.to_email,
+                                         language="en", context=sent.context, created_at=timezone.now())
+    mail.outbox.clear()
+    now = timezone.now()
+    results = run_in_threads(4, lambda i: notification_send(notification_id=queued.pk, now=now))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(results) == [False, False, False, True]
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == [s.customer.email]
+    queued.refresh_from_db()
+    assert (queued.status, queued.attempts) == ("sent", 1)

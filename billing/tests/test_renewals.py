@@ -384,3 +384,71 @@ def test_every_email_renders_in_english_and_german():
             message = notification_render(notification=notification)
             assert invoice.number in message.body + message.subject, (notification.kind, language)
             assert "{%" not in message.body and "{{" not in message.alternatives[0][0]
+
+
+# --- the sweep: errors, backoff, needs attention ----------------------------------------------------
+
+
+def test_a_step_that_keeps_failing_is_retried_with_backoff_then_parked_and_staff_can_retry_it(settings,
+                                                                                               monkeypatch):
+    settings.SWEEP_MAX_FAILURES = 3
+    s = subscription_setup()
+    other = subscription_setup_second_customer(s)
+    import billing.services.renewals as renewals
+
+    real = renewals.invoice_for_renewal
+
+    def broken(*, customer, subscription, now):
+        if subscription.pk == s.subscription.pk:
+            raise RuntimeError("the PDF disk is full")
+        return real(customer=customer, subscription=subscription, now=now)
+
+    monkeypatch.setattr(renewals, "invoice_for_renewal", broken)
+    assert renew() == 1  # the other customer renews; the broken one rolls back whole
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert sub.current_period_end == PERIOD_END and not Invoice.objects.filter(subscription=sub).exists()
+    assert (sub.sweep_failures, sub.sweep_retry_at) == (1, PERIOD_END + timedelta(minutes=1))
+    assert "RuntimeError: the PDF disk is full" in sub.sweep_error
+    assert Invoice.objects.filter(subscription=other).count() == 1
+    assert renew(PERIOD_END + timedelta(seconds=30)) == 0  # backing off: not tried yet
+    assert Subscription.objects.get(pk=sub.pk).sweep_failures == 1
+    renew(PERIOD_END + timedelta(minutes=1))
+    sub.refresh_from_db()
+    assert (sub.sweep_failures, sub.sweep_retry_at) == (2, PERIOD_END + timedelta(minutes=3))
+    renew(PERIOD_END + timedelta(minutes=3))
+    sub.refresh_from_db()
+    assert sub.needs_attention and sub.sweep_failures == 3 and sub.sweep_retry_at is None
+    assert AuditEvent.objects.filter(action="sweep.needs_attention", object_id=str(sub.pk)).count() == 1
+    renew(PERIOD_END + timedelta(days=1))  # parked: the sweep leaves it alone
+    assert Subscription.objects.get(pk=sub.pk).sweep_failures == 3
+    # Staff fix the cause and retry: the step runs once, bills once, and the record is clean again.
+    monkeypatch.setattr(renewals, "invoice_for_renewal", real)
+    from billing.services.renewals import sweep_retry
+
+    sweep_retry(row=sub, actor=s.owner, now=PERIOD_END + timedelta(days=1))
+    assert renew(PERIOD_END + timedelta(days=1)) == 1
+    sub.refresh_from_db()
+    assert not sub.needs_attention and sub.sweep_failures == 0 and sub.sweep_error == ""
+    assert sub.current_period_end == MARCH and Invoice.objects.filter(subscription=sub).count() == 1
+
+
+def subscription_setup_second_customer(s) -> Subscription:
+    from billing.tests.factories import CustomerFactory, PaymentMethodFactory
+
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer)
+    return Subscription.objects.create(customer=customer, product=s.product, price=s.basic_month, quantity=2,
+                                       current_period_start=s.subscription.current_period_start,
+                                       current_period_end=s.subscription.current_period_end)
+
+
+def test_admin_retry_action_takes_a_parked_change_back(admin_client):
+    s = subscription_setup()
+    Subscription.objects.filter(pk=s.subscription.pk).update(needs_attention=True, sweep_failures=5,
+                                                             sweep_error="RuntimeError: boom")
+    response = admin_client.post("/admin/billing/subscription/", {
+        "action": "retry_period_end_step", "_selected_action": [s.subscription.pk]})
+    assert response.status_code == 302
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert not sub.needs_attention and sub.sweep_failures == 0
+    assert AuditEvent.objects.get(action="sweep.retry").message == "Retried after: RuntimeError: boom"
