@@ -9,6 +9,7 @@ from billing.models.catalog import (
     Plan,
     PlanFeature,
     Price,
+    PriceTier,
     Product,
     Timing,
 )
@@ -30,5 +31,6 @@ __all__ = [
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
     "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
-    "PlanChange", "PlanFeature", "Price", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate", "Timing",
+    "PlanChange", "PlanFeature", "Price", "PriceTier", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate",
+    "Timing",
 ]
