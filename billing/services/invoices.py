@@ -19,7 +19,7 @@ from billing.errors import BillingError
 from billing.models import Customer, DocumentSeries, Invoice, InvoiceLine, LegalEntity, PlanChange, Timing
 from billing.selectors import legal_entity_default
 from billing.tax import TaxDecision, document_mention
-from billing.templatetags.billing_format import line_text
+from billing.templatetags.billing_format import bands_text, line_text
 
 
 def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
@@ -99,8 +99,10 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     )
     with translation.override(customer.language or "en"):  # the snapshot keeps the words the customer reads
         descriptions = [line_text(line)[:500] for line in change.lines]
+        details = [bands_text(line, change.currency) for line in change.lines]  # a tiered price's bands
     InvoiceLine.objects.bulk_create([
-        InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], quantity=1,
+        InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], detail=details[index - 1],
+                    quantity=1,
                     unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
                     tax_rate=decision.rate)
         for index, line in enumerate(change.lines, start=1)

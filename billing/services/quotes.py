@@ -50,8 +50,9 @@ def change_direction(*, from_price: Price, from_quantity: int, to_price: Price, 
         return Direction.CROSSGRADE
     if to_plan.rank != from_plan.rank:
         return Direction.UPGRADE if to_plan.rank > from_plan.rank else Direction.DOWNGRADE
-    daily_from = from_price.unit_amount * from_quantity / INTERVAL_DAYS[from_price.interval]
-    daily_to = to_price.unit_amount * to_quantity / INTERVAL_DAYS[to_price.interval]
+    daily_from = proration.tiered_amount(price_item(price=from_price, quantity=from_quantity)) \
+        / INTERVAL_DAYS[from_price.interval]
+    daily_to = proration.tiered_amount(price_item(price=to_price, quantity=to_quantity)) / INTERVAL_DAYS[to_price.interval]
     if daily_to != daily_from:
         return Direction.UPGRADE if daily_to > daily_from else Direction.DOWNGRADE
     from_rank, to_rank = INTERVAL_RANK[from_price.interval], INTERVAL_RANK[to_price.interval]
@@ -209,7 +210,7 @@ def _eligible_rule(*, subscription: Subscription, to_price: Price, quantity: int
     return _Eligible(direction=direction, rule=rule, supersedes=supersedes)
 
 
-def _line_json(line: proration.Line) -> dict[str, Any]:
+def _line_json(line: proration.Line, currency: str) -> dict[str, Any]:
     return {
         "kind": line.kind,
         "description": line.description,
@@ -222,6 +223,7 @@ def _line_json(line: proration.Line) -> dict[str, Any]:
         "total_units": str(line.total_units),
         "unit": line.unit,
         "mode": line.mode,
+        **proration.tier_facts_json(line, currency),  # a tiered item's bands: tiers_mode, tiered_amount, bands
     }
 
 
@@ -279,7 +281,7 @@ def quote_price(
             change_at=now, current=current, target=target, tax=tax, customer_balance=balance,
             credit=credit_mode, charge=charge_mode,
         ))
-        lines, totals = [_line_json(line) for line in result.lines], result.totals
+        lines, totals = [_line_json(line, currency) for line in result.lines], result.totals
         effective_at, new_start, new_end = now, result.period_start, result.period_end
         if subscription.status == Subscription.Status.TRIALING or cancel:
             new_start, new_end = subscription.current_period_start, subscription.current_period_end  # trial end stays
