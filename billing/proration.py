@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded, localcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,8 +31,8 @@ _HUNDRED = 100
 # Bounds that keep every figure far inside Decimal's default 28-digit precision.
 MAX_AMOUNT = Decimal(10) ** 15
 MAX_QUANTITY = 10**9
-# Band sums are exact: every operand has at most 30 digits, so 120 digits never round (the traps prove it).
-_EXACT = Context(prec=120, traps=[Inexact, Rounded, InvalidOperation])
+# Band sums are exact: every operand has at most 30 digits, so 120 digits never round (the Inexact trap proves it).
+_EXACT = Context(prec=120, traps=[Inexact, InvalidOperation])
 
 
 class ProrationInputError(ValueError):

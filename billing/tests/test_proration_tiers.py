@@ -266,3 +266,19 @@ def test_a_prorated_tiered_charge_is_the_reference_rounded_once(tiers, quantity,
     exact = reference(tiers, quantity, mode) * Fraction(16, 31) * Fraction(100 - discount, 100)
     expected = D(int(exact * 100 + Fraction(1, 2))).scaleb(-2)  # half up: amounts here are never negative
     assert [line.amount for line in result.lines if line.kind == "charge"] == [expected]
+
+
+def test_band_json_keeps_exact_amounts_with_the_currencys_digits():
+    from billing.proration import tier_facts_json
+
+    stored = (Tier(10, D("9.9950"), D("0.0000")), Tier(None, D("8.0000"), D("5.0000")))  # as the database holds them
+    line = prorate(change(Item(D(0), 1), seats(12, "graduated", stored))).lines[0]
+    # 10 × 9.995 = 99.950; 2 × 8 + 5 = 21.000; together 120.950, shown with no more digits than they need
+    assert tier_facts_json(line, "EUR") == {
+        "tiers_mode": "graduated", "tiered_amount": "120.95",
+        "bands": [{"from": 1, "to": 10, "quantity": 10, "unit_amount": "9.995", "flat_amount": "0.00",
+                   "amount": "99.95", "tier_from": 1, "tier_to": 10},
+                  {"from": 11, "to": 12, "quantity": 2, "unit_amount": "8.00", "flat_amount": "5.00",
+                   "amount": "21.00", "tier_from": 11, "tier_to": None}],
+    }
+    assert tier_facts_json(prorate(change(Item(D(0), 1), Item(D(5), 2))).lines[0], "EUR") == {}
