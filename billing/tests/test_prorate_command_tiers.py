@@ -137,3 +137,18 @@ def test_a_real_process_prices_tiers_and_refuses_bad_ones():
 def test_the_documented_input_without_tiers_is_unchanged(monkeypatch):
     output = prorate_json(monkeypatch, EXAMPLE)
     assert all(list(line) == ["kind", "description", "amount"] for line in output["lines"])
+
+
+def test_the_documented_tiers_example_prices_as_docs_say(monkeypatch):
+    """docs/plan-changes.md, "Volume tiers": the worked example's file and figures."""
+    from billing.tests.test_prorate_command import PROJECT_ROOT
+
+    status, out, err = run(monkeypatch, "", path=str(PROJECT_ROOT / "docs" / "examples" / "worked-example-tiers.json"))
+    assert (status, err) == (0, "")
+    output = json.loads(out)
+    assert [line["amount"] for line in output["lines"]] == ["-77.42", "113.55"]
+    assert (output["subtotal"], output["tax"], output["total"]) == ("36.13", "6.86", "42.99")
+    assert output["lines"][1]["tiered_amount"] == "220.00"
+    docs = (PROJECT_ROOT / "docs" / "plan-changes.md").read_text(encoding="utf-8")
+    for figure in ("R(220.00 × 16/31) = R(113.548…) = 113.55", "R(36.13 × 0.19) = R(6.8647) = 6.86", "| 42.99 |"):
+        assert figure in docs
