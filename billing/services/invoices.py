@@ -102,8 +102,7 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
         details = [bands_text(line, change.currency) for line in change.lines]  # a tiered price's bands
     InvoiceLine.objects.bulk_create([
         InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], detail=details[index - 1],
-                    quantity=1,
-                    unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
+                    quantity=1, unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
                     tax_rate=decision.rate)
         for index, line in enumerate(change.lines, start=1)
     ])

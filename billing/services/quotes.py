@@ -50,9 +50,10 @@ def change_direction(*, from_price: Price, from_quantity: int, to_price: Price, 
         return Direction.CROSSGRADE
     if to_plan.rank != from_plan.rank:
         return Direction.UPGRADE if to_plan.rank > from_plan.rank else Direction.DOWNGRADE
-    daily_from = proration.tiered_amount(price_item(price=from_price, quantity=from_quantity)) \
-        / INTERVAL_DAYS[from_price.interval]
-    daily_to = proration.tiered_amount(price_item(price=to_price, quantity=to_quantity)) / INTERVAL_DAYS[to_price.interval]
+    def daily(price: Price, quantity: int) -> Decimal:  # a tiered price by its band sum
+        return proration.tiered_amount(price_item(price=price, quantity=quantity)) / INTERVAL_DAYS[price.interval]
+
+    daily_from, daily_to = daily(from_price, from_quantity), daily(to_price, to_quantity)
     if daily_to != daily_from:
         return Direction.UPGRADE if daily_to > daily_from else Direction.DOWNGRADE
     from_rank, to_rank = INTERVAL_RANK[from_price.interval], INTERVAL_RANK[to_price.interval]
