@@ -36,6 +36,7 @@ from billing.models import (
     PlanChange,
     PlanFeature,
     Price,
+    PriceTier,
     Product,
     Quote,
     StripeEvent,
@@ -95,7 +96,7 @@ class ProductAdmin(admin.ModelAdmin):
     inlines = [PlanInline]
 
 
-PRICE_TERMS = ["currency", "interval", "unit_amount", "pricing", "tax_behavior"]
+PRICE_TERMS = ["currency", "interval", "unit_amount", "pricing", "tax_behavior", "tiers_mode"]
 
 
 def price_in_use(price: Price) -> bool:
@@ -108,8 +109,8 @@ class PriceInline(admin.TabularInline):
 
     model = Price
     extra = 0
-    fields = ["currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity", "tax_behavior",
-              "is_active"]
+    fields = ["currency", "interval", "unit_amount", "pricing", "tiers_mode", "min_quantity", "max_quantity",
+              "tax_behavior", "is_active"]
     readonly_fields = fields
     show_change_link = True
     can_delete = False
@@ -133,12 +134,49 @@ class PlanAdmin(admin.ModelAdmin):
     inlines = [PriceInline, PlanFeatureInline]
 
 
+class PriceTierFormSet(forms.BaseInlineFormSet):
+    """The bands are checked together, against the price as submitted (Price.clean_tiers)."""
+
+    def clean(self):
+        if any(self.errors) or (self.instance.pk is not None and price_in_use(self.instance)):
+            return  # field errors first; a price in use shows its frozen bands read-only
+        tiers = [form.instance for form in self.forms
+                 if form.cleaned_data and not form.cleaned_data.get("DELETE")]
+        tiers.sort(key=lambda tier: (tier.up_to is None, tier.up_to or 0))
+        self.instance.clean_tiers(tiers)
+        super().clean()
+
+
+class PriceTierInline(admin.TabularInline):
+    """Bands of a tiered per-seat price; frozen, like the amount, once the price is in use."""
+
+    model = PriceTier
+    formset = PriceTierFormSet
+    extra = 0
+    fields = ["up_to", "unit_amount", "flat_amount"]
+    verbose_name = "volume tier band"
+    verbose_name_plural = "volume tier bands (one row per band; the last band's 'up to' stays empty)"
+
+    def _frozen(self, obj) -> bool:
+        return obj is not None and obj.pk is not None and price_in_use(obj)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return super().has_add_permission(request, obj) and not self._frozen(obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and not self._frozen(obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not self._frozen(obj)
+
+
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
-    list_display = ["plan", "currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity",
-                    "tax_behavior", "is_active"]
-    list_filter = ["currency", "interval", "pricing", "is_active", "plan__product"]
+    list_display = ["plan", "currency", "interval", "unit_amount", "pricing", "tiers_mode", "min_quantity",
+                    "max_quantity", "tax_behavior", "is_active"]
+    list_filter = ["currency", "interval", "pricing", "tiers_mode", "is_active", "plan__product"]
     list_select_related = ["plan__product"]
+    inlines = [PriceTierInline]
 
     def get_readonly_fields(self, request, obj=None):
         # Customers were charged and credited at these terms: a new amount is a new price.
@@ -343,7 +381,7 @@ class InvoiceLineInline(admin.TabularInline):
     model = InvoiceLine
     extra = 0
     can_delete = False
-    fields = ["position", "description", "quantity", "unit_amount", "amount", "tax_rate"]
+    fields = ["position", "description", "detail", "quantity", "unit_amount", "amount", "tax_rate"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.money import format_amount, is_currency, minor_unit, round_exact, round_ratio
+from billing.money import format_amount, format_unit_amount, is_currency, minor_unit, round_exact, round_ratio
 
 Interval = Literal["month", "quarter", "year"]
 Granularity = Literal["day", "second"]
@@ -25,11 +25,14 @@ Mode = Literal["prorated", "full", "none"]
 INTERVAL_MONTHS: dict[str, int] = {"month": 1, "quarter": 3, "year": 12}
 INTERVAL_ADJECTIVE: dict[str, str] = {"month": "monthly", "quarter": "quarterly", "year": "yearly"}
 MODES = ("prorated", "full", "none")
+TIERS_MODES = ("none", "graduated", "volume")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _HUNDRED = 100
 # Bounds that keep every figure far inside Decimal's default 28-digit precision.
 MAX_AMOUNT = Decimal(10) ** 15
 MAX_QUANTITY = 10**9
+# Band sums are exact: every operand has at most 30 digits, so 120 digits never round (the Inexact trap proves it).
+_EXACT = Context(prec=120, traps=[Inexact, InvalidOperation])
 
 
 class ProrationInputError(ValueError):
@@ -42,14 +45,44 @@ class ProrationInputError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Tier:
+    """One band of a tiered per-seat price: seats up to `up_to` inclusive (None: the open-ended last band)."""
+
+    up_to: int | None
+    unit_amount: Decimal
+    flat_amount: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
-    """One subscription item: a price at a quantity, less an optional discount."""
+    """One subscription item: a price at a quantity, less an optional discount.
+
+    A tiered item (`tiers_mode` "graduated" or "volume") is priced by its `tiers`, ascending, the last one
+    open-ended; its `unit_amount` is not used.
+    """
 
     unit_amount: Decimal
     quantity: int = 1
     interval: str = "month"
     discount_percent: Decimal = Decimal(0)
     name: str = ""
+    tiers_mode: str = "none"
+    tiers: tuple[Tier, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """The seats of an item billed in one tier band: seats `first`…`last` at `unit_amount`, plus the band's
+    flat fee. `tier_first`…`tier_last` is the band as the price defines it (`tier_last` None: open-ended)."""
+
+    first: int
+    last: int
+    quantity: int
+    unit_amount: Decimal
+    flat_amount: Decimal
+    amount: Decimal  # quantity × unit_amount + flat_amount, exact
+    tier_first: int
+    tier_last: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +121,10 @@ class Line:
     total_units: int | Decimal = 0
     unit: str = "day"
     mode: str = "prorated"
+    # A tiered item's bands and their exact sum, the amount the line's factor and discount apply to.
+    tiers_mode: str = "none"
+    bands: tuple[Band, ...] = ()
+    tiered_amount: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +219,51 @@ def _ratio(value: Decimal) -> tuple[int, int]:
     return value.as_integer_ratio()
 
 
+def item_bands(item: Item) -> tuple[Band, ...]:
+    """The bands a tiered item's quantity is billed in; () for an untiered item or no seats.
+
+    Graduated: each band's seats at that band's price, plus the flat fee of every band reached.
+    Volume: all seats at the price of the band the quantity falls in, plus that band's flat fee.
+    """
+    quantity = item.quantity
+    if item.tiers_mode == "none" or quantity <= 0:
+        return ()
+    bands: list[Band] = []
+    tier_first = 1
+    with localcontext(_EXACT):
+        for tier in item.tiers:
+            reaches = tier.up_to is None or quantity <= tier.up_to
+            if item.tiers_mode == "graduated":
+                last = quantity if reaches else tier.up_to
+                count = last - tier_first + 1
+                bands.append(Band(tier_first, last, count, tier.unit_amount, tier.flat_amount,
+                                  tier.unit_amount * count + tier.flat_amount, tier_first, tier.up_to))
+            elif reaches:  # volume
+                bands.append(Band(1, quantity, quantity, tier.unit_amount, tier.flat_amount,
+                                  tier.unit_amount * quantity + tier.flat_amount, tier_first, tier.up_to))
+            if reaches:
+                break
+            tier_first = tier.up_to + 1
+    return tuple(bands)
+
+
+def tiered_amount(item: Item) -> Decimal:
+    """What one whole period of the item costs before discount, exact (unrounded): `unit_amount × quantity`,
+    or for a tiered item the sum of its bands."""
+    with localcontext(_EXACT):
+        if item.tiers_mode == "none":
+            return item.unit_amount * item.quantity
+        return sum((band.amount for band in item_bands(item)), Decimal(0))
+
+
 def item_amount(item: Item, currency: str, numerator: int = 1, denominator: int = 1) -> Decimal:
-    """R(unit_amount × quantity × numerator/denominator × (1 − discount_percent/100))."""
-    a, b = _ratio(item.unit_amount)
+    """R(unit_amount × quantity × numerator/denominator × (1 − discount_percent/100)); a tiered item's
+    exact band sum stands in for unit_amount × quantity."""
     c, d = _ratio(_HUNDRED - item.discount_percent)
+    if item.tiers_mode != "none":
+        a, b = _ratio(tiered_amount(item))
+        return round_ratio(a * numerator * c, b * denominator * _HUNDRED * d, minor_unit(currency))
+    a, b = _ratio(item.unit_amount)
     return round_ratio(
         a * item.quantity * numerator * c, b * denominator * _HUNDRED * d, minor_unit(currency)
     )
@@ -241,6 +319,13 @@ def _seconds(microseconds: int) -> int | Decimal:
     """Whole seconds as an int; a fractional count (sub-second input) as an exact Decimal."""
     whole, rest = divmod(microseconds, 1_000_000)
     return whole if not rest else Decimal(microseconds).scaleb(-6)
+
+
+def _tier_facts(item: Item) -> dict[str, Any]:
+    """A line's tier fields: its item's bands and their exact sum (nothing for an untiered item)."""
+    if item.tiers_mode == "none":
+        return {}
+    return {"tiers_mode": item.tiers_mode, "bands": item_bands(item), "tiered_amount": tiered_amount(item)}
 
 
 def _describe(prefix: str, item: Item, span: str, detail: str) -> str:
@@ -308,6 +393,47 @@ def _validate_item(item: Item, which: str) -> None:
         raise ProrationInputError(f"{which}.interval", "must be 'month', 'quarter' or 'year'")
     if not item.discount_percent.is_finite() or not (0 <= item.discount_percent <= 100):
         raise ProrationInputError(f"{which}.discount_percent", "must be between 0 and 100")
+    if not isinstance(item.tiers_mode, str) or item.tiers_mode not in TIERS_MODES:
+        raise ProrationInputError(f"{which}.tiers_mode", "must be 'none', 'graduated' or 'volume'")
+    if item.tiers_mode == "none":
+        if item.tiers:
+            raise ProrationInputError(f"{which}.tiers", "only a tiered item has tiers: set tiers_mode to "
+                                                        "'graduated' or 'volume'")
+        return
+    _validate_tiers(item.tiers, f"{which}.tiers")
+
+
+def _validate_tiers(tiers: tuple[Tier, ...], path: str) -> None:
+    """Bands ascending by `up_to`, without overlaps, the last (and only the last) open-ended: every seat
+    count falls in exactly one band."""
+    if not tiers:
+        raise ProrationInputError(path, "a tiered item needs at least one band, the last open-ended (up_to null)")
+    previous = 0
+    for index, tier in enumerate(tiers):
+        here = f"{path}[{index}]"
+        last = index == len(tiers) - 1
+        if tier.up_to is None:
+            if not last:
+                raise ProrationInputError(f"{here}.up_to", "only the last band is open-ended (up_to null)")
+        else:
+            if isinstance(tier.up_to, bool) or not isinstance(tier.up_to, int):
+                raise ProrationInputError(f"{here}.up_to", "must be a whole number of seats, or null for the last band")
+            if tier.up_to <= previous:
+                raise ProrationInputError(
+                    f"{here}.up_to", f"must be greater than the previous band's up_to ({previous}): bands are "
+                                     "ascending and do not overlap" if previous else "must be at least 1")
+            if tier.up_to > MAX_QUANTITY:
+                raise ProrationInputError(f"{here}.up_to", f"must be at most {MAX_QUANTITY:,}")
+            if last:
+                raise ProrationInputError(f"{here}.up_to", "the last band must be open-ended (up_to null), so "
+                                                           "every seat count has a price")
+            previous = tier.up_to
+        for name in ("unit_amount", "flat_amount"):
+            value = getattr(tier, name)
+            if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+                raise ProrationInputError(f"{here}.{name}", "must be a non-negative amount")
+            if value >= MAX_AMOUNT:
+                raise ProrationInputError(f"{here}.{name}", f"must be less than {MAX_AMOUNT:,}")
 
 
 def prorate(change: Change) -> Result:
@@ -334,7 +460,7 @@ def prorate(change: Change) -> Result:
                 _describe("Unused time on", change.current, span, detail if change.credit == "prorated" else "full period"),
                 -credit,
                 change.current.name, change.current.quantity, change_local, period_end,
-                remaining, total_units, unit, change.credit,
+                remaining, total_units, unit, change.credit, **_tier_facts(change.current),
             ))
 
     interval_changed = change.current.interval != change.target.interval
@@ -351,6 +477,7 @@ def prorate(change: Change) -> Result:
                           INTERVAL_ADJECTIVE[change.target.interval]),
                 item_amount(change.target, currency),
                 change.target.name, change.target.quantity, new_start, new_end, 1, 1, unit, "full",
+                **_tier_facts(change.target),
             ))
     else:
         new_start, new_end = period_start, period_end
@@ -362,7 +489,7 @@ def prorate(change: Change) -> Result:
                           detail if change.charge == "prorated" else "full period"),
                 item_amount(change.target, currency, num, den),
                 change.target.name, change.target.quantity, change_local, period_end,
-                remaining, total_units, unit, change.charge,
+                remaining, total_units, unit, change.charge, **_tier_facts(change.target),
             ))
 
     subtotal = sum((line.amount for line in lines), Decimal(0).scaleb(-minor_unit(currency)))
@@ -427,16 +554,54 @@ def _item(data: Any, path: str) -> Item:
     name = _field(data, "name", f"{path}.name", "")
     if not isinstance(name, str):
         raise ProrationInputError(f"{path}.name", "must be a string")
+    tiers_mode = _field(data, "tiers_mode", f"{path}.tiers_mode", "none")
+    if not isinstance(tiers_mode, str) or tiers_mode not in TIERS_MODES:
+        raise ProrationInputError(f"{path}.tiers_mode", "must be 'none', 'graduated' or 'volume'")
+    tiers: tuple[Tier, ...] = ()
+    if tiers_mode == "none":
+        if data.get("tiers") is not None:
+            raise ProrationInputError(f"{path}.tiers", "only a tiered item has tiers: set tiers_mode to "
+                                                       "'graduated' or 'volume'")
+        unit_amount = _decimal(_field(data, "unit_amount", f"{path}.unit_amount"), f"{path}.unit_amount")
+    else:
+        if data.get("unit_amount") is not None:
+            raise ProrationInputError(f"{path}.unit_amount", "a tiered item is priced by its tiers; leave "
+                                                             "unit_amount out")
+        raw_tiers = _field(data, "tiers", f"{path}.tiers")
+        if not isinstance(raw_tiers, list):
+            raise ProrationInputError(f"{path}.tiers", "must be a list of bands such as "
+                                                       '{"up_to": 10, "unit_amount": "10.00"}')
+        tiers = tuple(_tier(raw, f"{path}.tiers[{index}]") for index, raw in enumerate(raw_tiers))
+        unit_amount = Decimal(0)
     item = Item(
-        unit_amount=_decimal(_field(data, "unit_amount", f"{path}.unit_amount"), f"{path}.unit_amount"),
+        unit_amount=unit_amount,
         quantity=quantity,
         interval=interval,
         discount_percent=_decimal(_field(data, "discount_percent", f"{path}.discount_percent", "0"),
                                   f"{path}.discount_percent"),
         name=name,
+        tiers_mode=tiers_mode,
+        tiers=tiers,
     )
     _validate_item(item, path)
     return item
+
+
+def _tier(data: Any, path: str) -> Tier:
+    if not isinstance(data, dict):
+        raise ProrationInputError(path, 'must be an object such as {"up_to": 10, "unit_amount": "10.00"}')
+    if "up_to" not in data:
+        raise ProrationInputError(f"{path}.up_to", "is required (null for the open-ended last band)")
+    up_to = data["up_to"]
+    if isinstance(up_to, Decimal) and up_to.is_finite() and up_to == up_to.to_integral_value():
+        up_to = int(up_to)
+    if up_to is not None and (isinstance(up_to, bool) or not isinstance(up_to, int)):
+        raise ProrationInputError(f"{path}.up_to", "must be a whole number of seats, or null for the last band")
+    return Tier(
+        up_to=up_to,
+        unit_amount=_decimal(_field(data, "unit_amount", f"{path}.unit_amount"), f"{path}.unit_amount"),
+        flat_amount=_decimal(_field(data, "flat_amount", f"{path}.flat_amount", "0"), f"{path}.flat_amount"),
+    )
 
 
 def change_from_json(data: Any) -> Change:
@@ -493,7 +658,8 @@ def result_to_json(result: Result) -> dict[str, Any]:
         "total_units": _json_number(result.total_units),
         "unit": result.unit,
         "lines": [
-            {"kind": line.kind, "description": line.description, "amount": amount(line.amount)}
+            {"kind": line.kind, "description": line.description, "amount": amount(line.amount),
+             **tier_facts_json(line, cur)}
             for line in result.lines
         ],
         "subtotal": amount(result.subtotal),
@@ -504,6 +670,33 @@ def result_to_json(result: Result) -> dict[str, Any]:
         "balance_after": amount(result.balance_after),
         "period_start": result.period_start.isoformat(),
         "period_end": result.period_end.isoformat(),
+    }
+
+
+def tier_facts_json(line: Line, currency: str) -> dict[str, Any]:
+    """A tiered line's `tiers_mode`, `tiered_amount` and `bands` as JSON; nothing for an untiered line.
+
+    Band amounts are exact, never rounded: the currency's minor-unit digits, more only when a unit price has
+    them. Quotes store exactly this, so the calculator, the portal, the API and invoices explain alike.
+    """
+    if line.tiers_mode == "none":
+        return {}
+    with localcontext(_EXACT):  # quantizing to at least the digits a band has: never rounds, even past 28 digits
+        return _tier_facts_json(line, currency)
+
+
+def _tier_facts_json(line: Line, currency: str) -> dict[str, Any]:
+    return {
+        "tiers_mode": line.tiers_mode,
+        "tiered_amount": format_unit_amount(line.tiered_amount, currency),
+        "bands": [
+            {"from": band.first, "to": band.last, "quantity": band.quantity,
+             "unit_amount": format_unit_amount(band.unit_amount, currency),
+             "flat_amount": format_unit_amount(band.flat_amount, currency),
+             "amount": format_unit_amount(band.amount, currency),
+             "tier_from": band.tier_first, "tier_to": band.tier_last}
+            for band in line.bands
+        ],
     }
 
 

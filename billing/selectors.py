@@ -95,7 +95,7 @@ def subscriptions_renewal_due(*, now) -> QuerySet[Subscription]:
 
 
 def catalog_list(*, currency: str | None = None, product_code: str | None = None) -> QuerySet[Product]:
-    prices = Price.objects.filter(is_active=True).order_by("currency", "interval")
+    prices = Price.objects.filter(is_active=True).order_by("currency", "interval").prefetch_related("tiers")
     if currency:
         prices = prices.filter(currency=currency)
     plans = (
@@ -186,11 +186,17 @@ class Renewal:
 
 
 def price_item(*, price: Price, quantity: int, discount_percent: Decimal = Decimal(0)):
-    """The proration engine's view of a price at a quantity: the one place a Price becomes an Item."""
+    """The proration engine's view of a price at a quantity: the one place a Price becomes an Item.
+    A tiered price's bands come along (from `prefetch_related("tiers")` when the caller prefetched them)."""
     from billing import proration
 
+    tiers = ()
+    if price.is_tiered:
+        tiers = tuple(proration.Tier(up_to=tier.up_to, unit_amount=tier.unit_amount, flat_amount=tier.flat_amount)
+                      for tier in price.tiers.all())
     return proration.Item(unit_amount=price.unit_amount, quantity=quantity, interval=price.interval,
-                          discount_percent=discount_percent, name=str(price.plan))
+                          discount_percent=discount_percent, name=str(price.plan), tiers_mode=price.tiers_mode,
+                          tiers=tiers)
 
 
 def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChange | None = None) -> Renewal | None:

@@ -34,13 +34,20 @@ class MoneyField(serializers.Field):
         return (format_unit_amount if self.unit_price else format_amount)(value, currency)
 
 
+class PriceTierSerializer(serializers.Serializer):
+    up_to = serializers.IntegerField(allow_null=True, help_text="Last seat of the band; null for the open-ended last band.")
+    unit_amount = MoneyField(currency_attr="price.currency", unit_price=True)
+    flat_amount = MoneyField(currency_attr="price.currency", unit_price=True)
+
+
 class PriceSerializer(serializers.ModelSerializer):
     unit_amount = MoneyField(unit_price=True)
+    tiers = PriceTierSerializer(many=True, help_text="The bands of a tiered price (tiers_mode graduated or volume).")
 
     class Meta:
         model = Price
         fields = ["id", "currency", "interval", "unit_amount", "pricing", "min_quantity", "max_quantity",
-                  "tax_behavior"]
+                  "tax_behavior", "tiers_mode", "tiers"]
 
 
 class PlanFeatureValueSerializer(serializers.Serializer):
@@ -108,6 +115,20 @@ class CustomerSerializer(serializers.ModelSerializer):
         return {cur: format_amount(amount, cur) for cur, amount in customer_balances(customer=obj).items()}
 
 
+# "from" is a Python keyword, hence the class built by type().
+BandSerializer = type("BandSerializer", (serializers.Serializer,), {
+    "__doc__": "The seats of a tiered line billed in one band of its price (exact amounts, never rounded).",
+    "from": serializers.IntegerField(help_text="First seat billed in this band."),
+    "to": serializers.IntegerField(help_text="Last seat billed in this band."),
+    "quantity": serializers.IntegerField(),
+    "unit_amount": serializers.CharField(),
+    "flat_amount": serializers.CharField(),
+    "amount": serializers.CharField(help_text="quantity × unit_amount + flat_amount, for a whole period."),
+    "tier_from": serializers.IntegerField(help_text="The band as the price defines it: first seat …"),
+    "tier_to": serializers.IntegerField(allow_null=True, help_text="… and last seat (null: open-ended)."),
+})
+
+
 class LineSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["credit", "charge"])
     description = serializers.CharField()
@@ -118,6 +139,9 @@ class LineSerializer(serializers.Serializer):
     remaining = serializers.CharField()
     total_units = serializers.CharField()
     unit = serializers.CharField()
+    tiers_mode = serializers.ChoiceField(choices=["none", "graduated", "volume"], default="none")
+    bands = BandSerializer(many=True, default=list, help_text="How a tiered price makes up the line's period amount, "
+                                                              "which the line prorates; empty for other prices.")
 
 
 class QuoteSerializer(serializers.ModelSerializer):
@@ -174,7 +198,8 @@ def quote_json(quote: Quote, *, now) -> dict:
         "to_price": _price_ref(quote.to_price), "to_quantity": quote.to_quantity, "currency": cur,
         "lines": [{"kind": line["kind"], "description": line["description"], "amount": line["amount"],
                    "quantity": line["quantity"], "start": line["start"], "end": line["end"],
-                   "remaining": line["remaining"], "total_units": line["total_units"], "unit": line["unit"]}
+                   "remaining": line["remaining"], "total_units": line["total_units"], "unit": line["unit"],
+                   "tiers_mode": line.get("tiers_mode", "none"), "bands": line.get("bands", [])}
                   for line in quote.lines],
         "subtotal": money(quote.subtotal),
         "tax_rate": None if quote.tax_rate is None else str(quote.tax_rate),

@@ -22,7 +22,8 @@ from billing.models import (
     Quote,
     Subscription,
 )
-from billing.selectors import Renewal, customer_balances, subscription_next_renewal
+from billing.proration import tiered_amount
+from billing.selectors import Renewal, customer_balances, price_item, subscription_next_renewal
 from billing.services.quotes import PricingContext, pricing_context, quote_price
 from billing.templatetags.billing_format import number
 from entitlements.selectors import Entitlement, entitlements_for_customer
@@ -126,11 +127,13 @@ def _clamp_seats(price: Price | None, wanted: int) -> int:
 
 def _annual_saving(plan: Plan, seats: int, prices: dict[tuple[int, str], Price]) -> tuple[Decimal, Decimal] | None:
     monthly, yearly = prices.get((plan.pk, "month")), prices.get((plan.pk, "year"))
-    if monthly is None or yearly is None or monthly.unit_amount == 0:
+    if monthly is None or yearly is None:
         return None
     units = seats if monthly.pricing == Price.Pricing.PER_SEAT else 1
-    twelve_months = monthly.unit_amount * 12 * units
-    saving = twelve_months - yearly.unit_amount * units
+    twelve_months = tiered_amount(price_item(price=monthly, quantity=units)) * 12  # a tiered price by its bands
+    if twelve_months == 0:
+        return None
+    saving = twelve_months - tiered_amount(price_item(price=yearly, quantity=units))
     if saving <= 0:
         return None
     fraction = (saving / twelve_months).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)  # 16.7 %
@@ -170,7 +173,7 @@ def plans_page_get(*, subscription: Subscription, interval: str, seats: dict[int
                  .prefetch_related(Prefetch("plan_features", queryset=PlanFeature.objects.select_related("feature")))
                  .order_by("product__sort_order", "rank"))
     prices = {(p.plan_id, p.interval): p for p in Price.objects.filter(
-        is_active=True, currency=currency, plan__in=plans).select_related("plan__product")}
+        is_active=True, currency=currency, plan__in=plans).select_related("plan__product").prefetch_related("tiers")}
     intervals = [i for i in ("month", "quarter", "year")
                  if any(key[1] == i for key in prices)]
     context = pricing_context(subscription=subscription, now=now)

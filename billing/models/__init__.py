@@ -9,6 +9,7 @@ from billing.models.catalog import (
     Plan,
     PlanFeature,
     Price,
+    PriceTier,
     Product,
     Timing,
 )
@@ -40,5 +41,6 @@ __all__ = [
     "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
     "Notification", "PaymentAttempt",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
-    "PlanChange", "PlanFeature", "Price", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate", "Timing",
+    "PlanChange", "PlanFeature", "Price", "PriceTier", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate",
+    "Timing",
 ]

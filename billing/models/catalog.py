@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -72,6 +73,11 @@ class Price(models.Model):
         EXCLUSIVE = "exclusive", _("Tax exclusive (tax added on top)")
         INCLUSIVE = "inclusive", _("Tax inclusive (tax included in the price)")
 
+    class TiersMode(models.TextChoices):
+        NONE = "none", _("No tiers (every seat at the unit amount)")
+        GRADUATED = "graduated", _("Graduated (each band at its own price)")
+        VOLUME = "volume", _("Volume (all seats at the price of the band reached)")
+
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="prices")
     currency = models.CharField(max_length=3, validators=[validate_currency], help_text="ISO 4217 code, e.g. EUR.")
     interval = models.CharField(max_length=10, choices=Interval.choices)
@@ -83,10 +89,18 @@ class Price(models.Model):
     min_quantity = models.PositiveIntegerField(default=1, help_text="Fewest seats this price allows.")
     max_quantity = models.PositiveIntegerField(null=True, blank=True, help_text="Most seats; empty for no limit.")
     tax_behavior = models.CharField(max_length=10, choices=TaxBehavior.choices, default=TaxBehavior.EXCLUSIVE)
+    tiers_mode = models.CharField(
+        "volume tiers", max_length=10, choices=TiersMode.choices, default=TiersMode.NONE,
+        help_text="Per-seat prices only. With tiers, the bands below set every seat's price (the unit amount must be "
+                  "the first band's). Example, bands 1–10 seats at 10.00 and 11 or more at 8.00, for 25 seats: "
+                  "graduated = 10 × 10.00 + 15 × 8.00 = 220.00; volume = 25 × 8.00 = 200.00 (all seats at the "
+                  "price of the band the seat count falls in).",
+    )
     is_active = models.BooleanField(
         default=True,
         help_text="Inactive prices cannot be changed to; subscribers keep them. Once a price is in use its amount, "
-                  "currency, interval and pricing are frozen: to charge a new amount, deactivate it and add a new price.",
+                  "currency, interval, pricing and tiers are frozen: to charge a new amount, deactivate it and add a "
+                  "new price.",
     )
 
     class Meta:
@@ -101,15 +115,102 @@ class Price(models.Model):
                 condition=Q(max_quantity__isnull=True) | Q(max_quantity__gte=models.F("min_quantity")),
                 name="price_max_quantity_not_below_min",
             ),
+            models.CheckConstraint(condition=Q(tiers_mode="none") | Q(pricing="per_seat"),
+                                   name="price_tiers_only_per_seat"),
         ]
 
     def __str__(self) -> str:
         per = " per seat" if self.pricing == self.Pricing.PER_SEAT else ""
         return f"{self.plan} · {self.unit_amount.normalize():f} {self.currency}{per} / {self.interval}"
 
+    @property
+    def is_tiered(self) -> bool:
+        return self.tiers_mode != self.TiersMode.NONE
+
     def clean(self) -> None:
         if self.pricing == self.Pricing.FLAT and (self.min_quantity != 1 or self.max_quantity != 1):
             raise ValidationError("A flat price is for exactly one unit: minimum and maximum seats must be 1.")
+        if self.is_tiered and self.pricing != self.Pricing.PER_SEAT:
+            raise ValidationError({"tiers_mode": "Volume tiers are for per-seat prices only: a flat price is for "
+                                                 "one unit, so there are no seats to put in bands."})
+
+    def clean_tiers(self, tiers: Iterable[PriceTier]) -> None:
+        """Check this price's complete set of bands, in ascending order (the admin passes the rows it saves).
+
+        Bands are defined by where they end, so ascending bands without overlaps leave no gaps: each starts
+        one seat after the previous one ends, and the open-ended last band covers every seat count above.
+        """
+        tiers = list(tiers)
+        if not self.is_tiered:
+            if tiers:
+                raise ValidationError("Bands are only for a tiered price: choose graduated or volume tiers, or "
+                                      "delete the bands.")
+            return
+        if not tiers:
+            raise ValidationError(f"A {self.tiers_mode} price needs its bands: add them, the last one with an empty "
+                                  "'up to' (open-ended).")
+        errors = []
+        open_ended = [tier for tier in tiers if tier.up_to is None]
+        if len(open_ended) > 1:
+            errors.append(f"Exactly one band is open-ended (empty 'up to'); {len(open_ended)} are.")
+        elif tiers[-1].up_to is not None:
+            errors.append(f"The last band must be open-ended (leave its 'up to' empty): with the last band ending at "
+                          f"{tiers[-1].up_to} seats, larger seat counts would have no price.")
+        previous = None
+        for tier in tiers:
+            if tier.up_to is None:
+                continue
+            if previous is not None and tier.up_to == previous:
+                errors.append(f"Two bands end at {tier.up_to} seats: bands may not overlap.")
+            elif previous is not None and tier.up_to < previous:
+                errors.append(f"Bands must be in ascending order: the band up to {tier.up_to} seats comes after the "
+                              f"band up to {previous}.")
+            previous = tier.up_to
+        first_unit = tiers[0].unit_amount
+        if first_unit is not None and self.unit_amount is not None and self.unit_amount != first_unit:
+            errors.append(f"For a tiered price the unit amount is what the first seat costs: set it to "
+                          f"{first_unit.normalize():f}, the first band's unit amount (it is {self.unit_amount.normalize():f}).")
+        if errors:
+            raise ValidationError(errors)
+
+
+class PriceTier(models.Model):
+    """One band of a tiered per-seat price, as Stripe's tiers: seats up to `up_to` at `unit_amount` each, plus an
+    optional flat fee. The bands of a price are checked together by `Price.clean_tiers` (no unique constraints
+    here: the admin saves edited rows one by one, and a swap of two bands' ends would collide midway)."""
+
+    price = models.ForeignKey(Price, on_delete=models.CASCADE, related_name="tiers")
+    up_to = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Last seat of this band, inclusive; the next band starts one seat later. Empty for the last band, "
+                  "which is open-ended. Example: 10, 50, (empty) make the bands 1–10, 11–50 and 51 or more.",
+    )
+    unit_amount = models.DecimalField(
+        max_digits=18, decimal_places=4, validators=[MinValueValidator(Decimal(0))],
+        help_text="Per seat per period for the seats in this band (graduated), or for every seat when the seat "
+                  "count falls in this band (volume).",
+    )
+    flat_amount = models.DecimalField(
+        max_digits=18, decimal_places=4, default=Decimal(0), validators=[MinValueValidator(Decimal(0))],
+        help_text="Optional fee per period, added once when the band is reached (graduated) or when the seat count "
+                  "falls in it (volume).",
+    )
+
+    class Meta:
+        ordering = ["price_id", models.F("up_to").asc(nulls_last=True)]
+        constraints = [
+            models.CheckConstraint(condition=Q(up_to__isnull=True) | Q(up_to__gte=1), name="price_tier_up_to_positive"),
+            models.CheckConstraint(condition=Q(unit_amount__gte=0) & Q(flat_amount__gte=0),
+                                   name="price_tier_amounts_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        seats = f"up to {self.up_to}" if self.up_to is not None else "open-ended"
+        return f"{self.price} · {seats}: {self.unit_amount.normalize():f}"
+
+    def clean(self) -> None:
+        if self.price_id is not None and self.price.pricing != Price.Pricing.PER_SEAT:
+            raise ValidationError("Only per-seat prices have bands.")
 
 
 class Feature(models.Model):

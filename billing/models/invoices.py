@@ -157,6 +157,8 @@ class InvoiceLine(models.Model):
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveSmallIntegerField()
     description = models.CharField(max_length=500)
+    detail = models.TextField(blank=True, help_text="How the amount is made up, as issued in the document's "
+                                                    "language: a tiered price's bands.")
     quantity = models.DecimalField(max_digits=12, decimal_places=4, default=1)
     unit_amount = models.DecimalField(**AMOUNT)
     amount = models.DecimalField(**AMOUNT)

@@ -37,7 +37,7 @@ from billing.selectors import (
     tax_for_price,
 )
 from billing.tax import TaxDecision, document_mention
-from billing.templatetags.billing_format import line_text
+from billing.templatetags.billing_format import bands_text, line_text
 
 
 def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
@@ -118,9 +118,10 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     )
     with translation.override(customer.language or "en"):  # the snapshot keeps the words the customer reads
         descriptions = [line_text(line)[:500] for line in change.lines]
+        details = [bands_text(line, change.currency) for line in change.lines]  # a tiered price's bands
     InvoiceLine.objects.bulk_create([
-        InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], quantity=1,
-                    unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
+        InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], detail=details[index - 1],
+                    quantity=1, unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
                     tax_rate=decision.rate)
         for index, line in enumerate(change.lines, start=1)
     ])
@@ -164,6 +165,10 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
             "start": start.astimezone(tz).isoformat(), "end": end.astimezone(tz).isoformat(),
             "description": f"New billing period for {price.plan} × {subscription.quantity}, {span} "
                            f"({_ADJECTIVE[price.interval]})"}
+    if item.tiers_mode != "none":  # the bands the period amount is made of, stated as quotes state them
+        line.update(proration.tier_facts_json(proration.Line(
+            kind="charge", description="", amount=amount, quantity=subscription.quantity, tiers_mode=item.tiers_mode,
+            bands=proration.item_bands(item), tiered_amount=proration.tiered_amount(item)), currency))
     invoice = Invoice.objects.create(
         kind=Invoice.Kind.INVOICE, billing_reason=Invoice.Reason.RENEWAL, legal_entity=entity, customer=customer,
         subscription=subscription, supply_start=start, supply_end=end, currency=currency,
@@ -183,7 +188,8 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
     )
     with translation.override(customer.language or "en"):
         description = line_text(line)[:500]
-    InvoiceLine.objects.create(invoice=invoice, position=1, description=description, quantity=1,
+        detail = bands_text(line, currency)
+    InvoiceLine.objects.create(invoice=invoice, position=1, description=description, detail=detail, quantity=1,
                                unit_amount=amount, amount=amount, tax_rate=decision.rate)
     invoice_issue(invoice=invoice, now=now)
     if totals.balance_applied > 0:

@@ -50,8 +50,10 @@ def change_direction(*, from_price: Price, from_quantity: int, to_price: Price, 
         return Direction.CROSSGRADE
     if to_plan.rank != from_plan.rank:
         return Direction.UPGRADE if to_plan.rank > from_plan.rank else Direction.DOWNGRADE
-    daily_from = from_price.unit_amount * from_quantity / INTERVAL_DAYS[from_price.interval]
-    daily_to = to_price.unit_amount * to_quantity / INTERVAL_DAYS[to_price.interval]
+    def daily(price: Price, quantity: int) -> Decimal:  # a tiered price by its band sum
+        return proration.tiered_amount(price_item(price=price, quantity=quantity)) / INTERVAL_DAYS[price.interval]
+
+    daily_from, daily_to = daily(from_price, from_quantity), daily(to_price, to_quantity)
     if daily_to != daily_from:
         return Direction.UPGRADE if daily_to > daily_from else Direction.DOWNGRADE
     from_rank, to_rank = INTERVAL_RANK[from_price.interval], INTERVAL_RANK[to_price.interval]
@@ -214,7 +216,7 @@ def _eligible_rule(*, subscription: Subscription, to_price: Price, quantity: int
     return _Eligible(direction=direction, rule=rule, supersedes=supersedes)
 
 
-def _line_json(line: proration.Line) -> dict[str, Any]:
+def _line_json(line: proration.Line, currency: str) -> dict[str, Any]:
     return {
         "kind": line.kind,
         "description": line.description,
@@ -227,6 +229,7 @@ def _line_json(line: proration.Line) -> dict[str, Any]:
         "total_units": str(line.total_units),
         "unit": line.unit,
         "mode": line.mode,
+        **proration.tier_facts_json(line, currency),  # a tiered item's bands: tiers_mode, tiered_amount, bands
     }
 
 
@@ -284,7 +287,7 @@ def quote_price(
             change_at=now, current=current, target=target, tax=tax, customer_balance=balance,
             credit=credit_mode, charge=charge_mode,
         ))
-        lines, totals = [_line_json(line) for line in result.lines], result.totals
+        lines, totals = [_line_json(line, currency) for line in result.lines], result.totals
         effective_at, new_start, new_end = now, result.period_start, result.period_end
         if subscription.status == Subscription.Status.TRIALING or cancel:
             new_start, new_end = subscription.current_period_start, subscription.current_period_end  # trial end stays

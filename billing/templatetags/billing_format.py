@@ -79,6 +79,71 @@ def line_text(line: dict) -> str:
     return f"{text} ({unit % {'remaining': remaining, 'total': total}})"
 
 
+def unit_money(amount: Decimal | str, currency: str) -> str:
+    """A unit price or an exact band amount: the currency's digits, more only when the amount has them (€9.995).
+    Never rounded, so the reader can multiply it out."""
+    return format_currency(Decimal(amount), currency, locale=current_locale(), decimal_quantization=False)
+
+
+def _with_flat_fee(text: str, flat_amount: Decimal | str, currency: str) -> str:
+    from django.utils.translation import gettext
+
+    if not Decimal(flat_amount):
+        return text
+    return gettext("%(band)s + %(flat)s flat fee") % {"band": text, "flat": unit_money(flat_amount, currency)}
+
+
+@register.filter
+def bands_text(line: dict, currency: str) -> str:
+    """How a tiered line's period amount is made up, band by band, in the reader's language:
+    "Seats 1–10: 10 × €10.00; 11–25: 15 × €8.00 (€220.00 for a full period)". Empty for other lines."""
+    from django.utils.translation import gettext
+
+    bands = line.get("bands") or []
+    if not bands:
+        return ""
+    parts = []
+    for band in bands:
+        seats = number(band["from"]) if band["from"] == band["to"] else f"{number(band['from'])}–{number(band['to'])}"
+        text = gettext("%(seats)s: %(quantity)s × %(unit)s") % {
+            "seats": seats, "quantity": number(band["quantity"]), "unit": unit_money(band["unit_amount"], currency)}
+        parts.append(_with_flat_fee(text, band["flat_amount"], currency))
+    band = bands[0]
+    if line.get("tiers_mode") != "volume":
+        text = gettext("Seats %(bands)s") % {"bands": "; ".join(parts)}
+    elif band["tier_to"] is None:
+        text = gettext("Seats %(bands)s, the volume price from %(first)s seats") % {
+            "bands": parts[0], "first": number(band["tier_from"])}
+    else:
+        text = gettext("Seats %(bands)s, the volume price for %(first)s–%(last)s seats") % {
+            "bands": parts[0], "first": number(band["tier_from"]), "last": number(band["tier_to"])}
+    return gettext("%(bands)s (%(total)s for a full period)") % {
+        "bands": text, "total": unit_money(line["tiered_amount"], currency)}
+
+
+@register.filter
+def price_tiers(price) -> str:
+    """A tiered price's bands as the plans page states them; empty for an untiered price."""
+    from django.utils.translation import gettext
+
+    if not price.is_tiered:
+        return ""
+    parts, first = [], 1
+    for tier in price.tiers.all():
+        if tier.up_to is None:
+            seats = gettext("%(first)s seats or more") % {"first": number(first)}
+        else:
+            seats = gettext("%(first)s–%(last)s seats") % {"first": number(first), "last": number(tier.up_to)}
+            first = tier.up_to + 1
+        text = gettext("%(seats)s at %(unit)s each") % {"seats": seats,
+                                                         "unit": unit_money(tier.unit_amount, price.currency)}
+        parts.append(_with_flat_fee(text, tier.flat_amount, price.currency))
+    if price.tiers_mode == "volume":
+        return gettext("Volume price, all seats at the price of the band reached: %(bands)s") % {
+            "bands": "; ".join(parts)}
+    return gettext("Graduated price, each band at its own price: %(bands)s") % {"bands": "; ".join(parts)}
+
+
 @register.filter
 def failure_text(change) -> str:
     """Why a payment failed, in the reader's language (the gateway's own words only as a last resort)."""

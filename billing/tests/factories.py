@@ -20,6 +20,7 @@ from billing.models import (
     Plan,
     PlanFeature,
     Price,
+    PriceTier,
     Product,
     Subscription,
     TaxRate,
@@ -209,3 +210,22 @@ def credit_note_setup():
                          now=MID_JANUARY, actor=s.owner)
         quote_accept(quote=q, actor=s.owner, now=MID_JANUARY)
     return s, Invoice.objects.get(kind="credit_note")
+
+
+class PriceTierFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PriceTier
+
+    price = factory.SubFactory(PriceFactory)
+    up_to = None
+    unit_amount = Decimal("10.00")
+
+
+def tiered_price(*, plan: Plan, mode: str = "graduated", bands=((10, "10.00"), (None, "8.00")), **fields) -> Price:
+    """A per-seat price with volume tiers: `bands` as (up_to, unit_amount[, flat_amount]); the unit amount is the
+    first band's, as Price.clean_tiers requires. Default: 1–10 seats at 10.00, 11 or more at 8.00."""
+    price = PriceFactory(plan=plan, tiers_mode=mode, unit_amount=Decimal(bands[0][1]), max_quantity=None, **fields)
+    for up_to, unit_amount, *flat in bands:
+        PriceTierFactory(price=price, up_to=up_to, unit_amount=Decimal(unit_amount),
+                         flat_amount=Decimal(flat[0] if flat else 0))
+    return price

@@ -99,16 +99,17 @@ def test_subscription_terms_are_not_editable_in_admin(populated, admin_client_):
 
 def test_price_terms_are_frozen_once_customers_use_the_price(populated, admin_client_):
     used = populated.pro_month
+    no_bands = {"tiers-TOTAL_FORMS": 0, "tiers-INITIAL_FORMS": 0, "tiers_mode": "none"}  # the volume tiers inline
     response = admin_client_.post(reverse("admin:billing_price_change", args=[used.pk]), {
         "plan": used.plan_id, "currency": "EUR", "interval": "month", "unit_amount": "3000", "pricing": "per_seat",
-        "min_quantity": 1, "max_quantity": 50, "tax_behavior": "exclusive", "is_active": "on"})
+        "min_quantity": 1, "max_quantity": 50, "tax_behavior": "exclusive", "is_active": "on", **no_bands})
     assert response.status_code == 302
     used.refresh_from_db()
     assert str(used.unit_amount) == "50.0000"
     unused = populated.pro_year
     admin_client_.post(reverse("admin:billing_price_change", args=[unused.pk]), {
         "plan": unused.plan_id, "currency": "EUR", "interval": "year", "unit_amount": "480", "pricing": "per_seat",
-        "min_quantity": 1, "max_quantity": 50, "tax_behavior": "exclusive", "is_active": "on"})
+        "min_quantity": 1, "max_quantity": 50, "tax_behavior": "exclusive", "is_active": "on", **no_bands})
     unused.refresh_from_db()
     assert str(unused.unit_amount) == "480.0000"
 

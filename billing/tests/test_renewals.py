@@ -452,3 +452,18 @@ def test_admin_retry_action_takes_a_parked_change_back(admin_client):
     sub = Subscription.objects.get(pk=s.subscription.pk)
     assert not sub.needs_attention and sub.sweep_failures == 0
     assert AuditEvent.objects.get(action="sweep.retry").message == "Retried after: RuntimeError: boom"
+
+
+def test_a_tiered_price_renews_at_its_band_sum_with_the_bands_on_the_invoice():
+    from billing.tests.factories import tiered_price
+
+    s = subscription_setup()
+    graduated = tiered_price(plan=s.pro, interval="quarter")  # 1–10 at 10.00, 11+ at 8.00
+    Subscription.objects.filter(pk=s.subscription.pk).update(price=graduated, quantity=25)
+    renew()
+    invoice = renewal_invoice(s)
+    # 10 × 10.00 + 15 × 8.00 = 220.00; VAT 19 % = 41.80
+    assert (invoice.subtotal, invoice.tax_total, invoice.total) == (Decimal("220.00"), Decimal("41.80"),
+                                                                    Decimal("261.80"))
+    line = invoice.lines.get()
+    assert "1–10: 10 × €10.00" in line.detail and "11–25: 15 × €8.00" in line.detail

@@ -55,3 +55,27 @@ def test_seed_demo_shows_a_past_due_account_through_the_real_renewal_step():
     assert list(invoice.payment_attempts.values_list("status", flat=True)) == ["declined"]
     assert Notification.objects.filter(customer=initech.customer, kind="renewal_payment_failed").count() == 1
     assert Subscription.objects.filter(status="past_due").count() == 1
+
+
+def test_seed_demo_has_a_graduated_and_a_volume_price_with_bands():
+    from billing.models import PriceTier
+
+    call_command("seed_demo", stdout=io.StringIO())
+    tiers = list(PriceTier.objects.order_by("pk").values_list("pk", "up_to", "unit_amount"))
+    call_command("seed_demo", stdout=io.StringIO())
+    assert list(PriceTier.objects.order_by("pk").values_list("pk", "up_to", "unit_amount")) == tiers  # untouched
+    team = Price.objects.get(plan__product__code="helpdesk", plan__code="team", currency="EUR", interval="month")
+    assert team.tiers_mode == "graduated" and team.unit_amount == 12
+    assert [(t.up_to, t.unit_amount) for t in team.tiers.all()] == [(10, 12), (50, 10), (None, 8)]
+    scale = Price.objects.get(plan__product__code="helpdesk", plan__code="scale", currency="JPY", interval="month")
+    # 11 EUR × 160 = 1760 → 1800 yen; 9 × 160 = 1440 → 1400; 7 × 160 = 1120 → 1100 (JPY prices in steps of 100)
+    assert scale.tiers_mode == "volume"
+    assert [(t.up_to, t.unit_amount) for t in scale.tiers.all()] == [(25, 1800), (100, 1400), (None, 1100)]
+    acme = Subscription.objects.get(customer__name="Acme GmbH", product__code="helpdesk")
+    assert (acme.price, acme.quantity) == (team, 12)
+    # 12 seats cost 10 × 12 + 2 × 10 = 140.00 a month, 60 seats 10 × 12 + 40 × 10 + 10 × 8 = 600.00: an upgrade
+    q = quote_create(subscription=acme, to_price=team, quantity=60, now=timezone.now(), actor=None)
+    assert q.direction == "upgrade" and q.timing == "now"
+    credit, charge = q.lines
+    assert (credit["tiered_amount"], charge["tiered_amount"]) == ("140.00", "600.00")
+    assert [(band["from"], band["to"]) for band in charge["bands"]] == [(1, 10), (11, 50), (51, 60)]

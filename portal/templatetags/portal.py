@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from django import template
 
-from billing.templatetags.billing_format import failure_text, line_text, money, negative, number, percent
+from billing.templatetags.billing_format import (
+    bands_text,
+    failure_text,
+    line_text,
+    money,
+    negative,
+    number,
+    percent,
+    price_tiers,
+)
 
 register = template.Library()
-for _filter in (money, number, percent, negative, line_text, failure_text):
+for _filter in (money, number, percent, negative, line_text, failure_text, bands_text, price_tiers):
     register.filter(_filter.__name__, _filter)
 
 

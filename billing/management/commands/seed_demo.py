@@ -25,6 +25,7 @@ from billing.models import (
     Plan,
     PlanFeature,
     Price,
+    PriceTier,
     Product,
     Subscription,
     TaxRate,
@@ -67,6 +68,20 @@ COLLAB = {
                  {"seats": 100, "storage": 1_000, "api_calls": 1_000_000, "audit_log": True, "sso": True,
                   "priority_support": True}),
 }
+HELPDESK = {
+    "solo": ("Solo", 1, "15", "per_seat", 1, 5, {"seats": 5, "storage": 10, "api_calls": 10_000}),
+    "team": ("Team", 2, "12", "per_seat", 1, None,
+             {"seats": None, "storage": 100, "api_calls": 100_000, "audit_log": True}),
+    "scale": ("Scale", 3, "11", "per_seat", 10, None,
+              {"seats": None, "storage": 1_000, "api_calls": 1_000_000, "audit_log": True, "sso": True,
+               "priority_support": True}),
+}
+# Volume tiers per (product, plan): mode and bands (up to seats, monthly EUR per seat); the first band's price is the
+# plan's EUR price above. Team is graduated (12.00 for seats 1–10, 10.00 for 11–50, 8.00 from 51); Scale is volume.
+TIERS = {
+    ("helpdesk", "team"): ("graduated", [(10, "12"), (50, "10"), (None, "8")]),
+    ("helpdesk", "scale"): ("volume", [(25, "11"), (100, "9"), (None, "7")]),
+}
 # Currency: factor against EUR, and the rounding step of its prices.
 CURRENCIES = {"EUR": (Decimal("1"), Decimal("0.01")), "USD": (Decimal("1.1"), Decimal("1")),
               "GBP": (Decimal("0.86"), Decimal("1")), "JPY": (Decimal("160"), Decimal("100"))}
@@ -77,7 +92,7 @@ CUSTOMERS = [
     # name, email, country, currency, timezone, granularity, payment method, members, subscriptions
     ("Acme GmbH", "billing@acme.example", "DE", "EUR", "Europe/Berlin", "day", ("pm_card_visa", "Visa ending 4242"),
      [("alice", "owner"), ("bob", "billing_admin"), ("carol", "member")],
-     [("analytics", "pro", "month", 5), ("collab", "team", "month", 1)]),
+     [("analytics", "pro", "month", 5), ("collab", "team", "month", 1), ("helpdesk", "team", "month", 12)]),
     ("Globex Inc", "ap@globex.example", "US", "USD", "America/New_York", "second",
      ("pm_card_authenticationRequired", "Visa ending 3184 (asks for authentication)"),
      [("dave", "owner")], [("analytics", "starter", "year", 10)]),
@@ -146,6 +161,8 @@ class Command(BaseCommand):
                                        ANALYTICS, features),
             "collab": self._product("collab", "Collaboration", "Shared workspaces for teams, priced per workspace.",
                                     2, COLLAB, features),
+            "helpdesk": self._product("helpdesk", "Helpdesk", "Shared inboxes and tickets, with volume prices per seat.",
+                                      3, HELPDESK, features),
         }
         LegalEntity.objects.update_or_create(is_default=True, defaults={
             "name": "Crossgrade GmbH", "address": "Musterstraße 1\n10115 Berlin\nGermany", "country": "DE",
@@ -215,12 +232,15 @@ class Command(BaseCommand):
         for plan_code, (plan_name, rank, eur, pricing, min_q, max_q, values) in plans.items():
             plan, _ = Plan.objects.update_or_create(product=product, code=plan_code,
                                                     defaults={"name": plan_name, "rank": rank})
+            mode, bands = TIERS.get((code, plan_code), ("none", []))
             for currency in CURRENCIES:
                 for interval in INTERVALS:
-                    Price.objects.update_or_create(
+                    price, _ = Price.objects.update_or_create(
                         plan=plan, currency=currency, interval=interval, is_active=True,
                         defaults={"unit_amount": _price(eur, currency, interval), "pricing": pricing,
-                                  "min_quantity": min_q, "max_quantity": max_q})
+                                  "min_quantity": min_q, "max_quantity": max_q, "tiers_mode": mode})
+                    self._tiers(price, [PriceTier(price=price, up_to=up_to, unit_amount=_price(band, currency, interval))
+                                        for up_to, band in bands])
             for feature_code, feature in features.items():
                 value = values.get(feature_code, False)
                 enabled = value is not False
@@ -228,6 +248,14 @@ class Command(BaseCommand):
                     "enabled": enabled,
                     "limit_value": value if feature.kind == "limit" and enabled and value is not True else None})
         return product
+
+    def _tiers(self, price: Price, tiers: list[PriceTier]) -> None:
+        """The price's bands as given; left alone when they already are (so a price in use keeps its rows)."""
+        price.clean_tiers(tiers)
+        have = [(tier.up_to, tier.unit_amount, tier.flat_amount) for tier in price.tiers.all()]
+        if have != [(tier.up_to, tier.unit_amount, tier.flat_amount) for tier in tiers]:
+            price.tiers.all().delete()
+            PriceTier.objects.bulk_create(tiers)
 
     def _subscription(self, customer, product, plan_code, interval, quantity, now) -> None:
         price = Price.objects.get(plan__product=product, plan__code=plan_code, currency=customer.currency,
