@@ -5,8 +5,13 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from billing.models import PaymentAttempt, PlanChange
-from billing.services.collection import invoice_collect, invoices_collect_due
+from billing.models import PlanChange
+from billing.services.collection import (
+    invoice_collect,
+    invoices_collect_due,
+    payment_attempt_for_gateway_payment,
+    payment_attempt_refresh,
+)
 from billing.services.invoice_pdfs import invoice_pdf_render, invoices_pdf_missing_enqueue
 from billing.services.notifications import notification_send, notifications_pending_enqueue
 from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_reconcile
@@ -48,11 +53,10 @@ def reconcile_pending_changes() -> dict[str, int]:
 def payment_updated(*, gateway: str, reference: str) -> str | None:
     change = PlanChange.objects.filter(payment_gateway=gateway, payment_reference=reference).first()
     if change is None:
-        attempt = PaymentAttempt.objects.filter(payment_gateway=gateway, payment_reference=reference).first()
+        attempt = payment_attempt_for_gateway_payment(gateway=gateway, reference=reference)
         if attempt is None:
             return None
-        result = invoice_collect(invoice_id=attempt.invoice_id, now=timezone.now())
-        return result.status if result is not None else None
+        return payment_attempt_refresh(attempt=attempt, now=timezone.now()).status
     return plan_change_refresh_payment(plan_change=change, now=timezone.now()).status
 
 

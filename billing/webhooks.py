@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from billing.models import PlanChange, StripeEvent
 from billing.payments import get_gateway
+from billing.services.collection import payment_attempt_for_gateway_payment, payment_attempt_refresh
 from billing.services.plan_changes import plan_change_record_payment
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ def _payment_updated(*, intent_id: str, idempotency_key: str, now: datetime) -> 
         if change is not None and change.payment_idempotency_key != idempotency_key:
             change = None
     if change is None:
-        return "unknown_payment"
+        attempt = payment_attempt_for_gateway_payment(gateway="stripe", reference=intent_id,
+                                                      idempotency_key=idempotency_key)
+        if attempt is None:
+            return "unknown_payment"
+        return payment_attempt_refresh(attempt=attempt, now=now).status  # a renewal invoice's payment
     result = get_gateway("stripe").retrieve(reference=intent_id)
     return plan_change_record_payment(plan_change_id=change.pk, result=result, now=now).status
 

@@ -29,8 +29,9 @@ from django.views.decorators.vary import vary_on_headers
 
 from billing.errors import BillingError
 from billing.models import IdempotencyKey, Invoice, Membership, Plan, PlanChange, Price, Quote, Subscription
+from billing.payments import GatewayUnavailable
 from billing.selectors import payment_method_default, price_get
-from billing.services.collection import invoice_collect
+from billing.services.collection import invoice_collect, payment_attempt_refresh
 from billing.services.idempotency import (
     idempotency_begin,
     idempotency_finish,
@@ -441,7 +442,7 @@ def history(request: HttpRequest, customer_id: int) -> HttpResponse:
     customer = membership.customer
     return _page(request, membership, "portal/billing.html", changes=billing_history(customer=customer),
                  invoices=invoice_list(customer=customer), open_invoices=invoices_unpaid(customer=customer),
-                 nav="billing")
+                 payment_method=payment_method_default(customer=customer), nav="billing")
 
 
 def _open_invoice(membership: Membership, invoice_id: int) -> Invoice:
@@ -457,6 +458,9 @@ def _after_payment(request: HttpRequest, customer_id: int, attempt) -> HttpRespo
 
     if attempt is None:
         messages.info(request, _("This invoice has nothing left to pay."))
+    elif attempt.status == "succeeded" and attempt.invoice.status == "paid" and attempt.invoice.payment_reference \
+            and attempt.invoice.payment_reference != attempt.payment_reference:
+        messages.info(request, _("This invoice was already paid; your payment is kept as credit on your account."))
     elif attempt.status == "succeeded":
         messages.success(request, _("Thank you: the invoice is paid."))
     elif attempt.status == "requires_action" and attempt.next_action_url:
@@ -490,10 +494,16 @@ def invoice_pay_return(request: HttpRequest, customer_id: int, invoice_id: int) 
     """The gateway's return address after the customer authenticated an invoice payment."""
     membership = _billing_membership(request, customer_id)
     invoice = _open_invoice(membership, invoice_id)
-    try:
-        attempt = invoice_collect(invoice_id=invoice.pk, now=timezone.now(), on_session=True, actor=request.user)
-    except BillingError as error:
-        messages.error(request, error.detail)
+    attempt = invoice.payment_attempts.filter(off_session=False).order_by("-number").first()
+    if attempt is None:
+        return redirect("portal:billing", customer_id=customer_id)
+    try:  # a GET: it only asks where the payment the customer just authenticated stands, never charges
+        attempt = payment_attempt_refresh(attempt=attempt, now=timezone.now(), actor=request.user)
+    except GatewayUnavailable:
+        messages.info(request, _("The payment is being processed; this page shows the result in a moment."))
+        return redirect("portal:billing", customer_id=customer_id)
+    if attempt.status == "requires_action":
+        messages.info(request, _("The payment still waits for your confirmation; pay again to continue."))
         return redirect("portal:billing", customer_id=customer_id)
     return _after_payment(request, customer_id, attempt)
 

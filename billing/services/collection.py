@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from billing.errors import BillingError
-from billing.models import Customer, Invoice, PaymentAttempt, Subscription
+from billing.models import BalanceEntry, Customer, Invoice, PaymentAttempt, Subscription
 from billing.money import Money, format_amount
 from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
 from billing.selectors import payment_method_default
@@ -77,6 +77,12 @@ def invoice_collect(*, invoice_id: int, now: datetime, on_session: bool = False,
     """Try to collect an issued invoice once: the scheduled attempt (the sweep, off-session) or, with
     `on_session`, the customer paying from the portal now. Returns the attempt, or None if nothing was due."""
     attempt = _attempt_open(invoice_id=invoice_id, now=now, on_session=on_session, return_url=return_url)
+    if attempt is not None and _abandoned(attempt=attempt, now=now, on_session=on_session):
+        # The customer left an authentication unfinished (or now pays with another card): cancel it at the
+        # gateway first, so it can never be paid on top of the next attempt, then go on with the schedule.
+        attempt = _attempt_cancel(attempt=attempt, now=now, actor=actor)
+        if attempt.status != PaymentAttempt.Status.SUCCEEDED:
+            attempt = _attempt_open(invoice_id=invoice_id, now=now, on_session=on_session, return_url=return_url)
     if attempt is None or attempt.status not in PaymentAttempt.OPEN:
         return attempt
     gateway = get_gateway(attempt.payment_gateway)
@@ -109,6 +115,49 @@ def invoice_collect(*, invoice_id: int, now: datetime, on_session: bool = False,
     return invoice_payment_record(attempt_id=attempt.pk, result=result, now=now, actor=actor)
 
 
+def _abandoned(*, attempt: PaymentAttempt, now: datetime, on_session: bool) -> bool:
+    if attempt.status != PaymentAttempt.Status.REQUIRES_ACTION:
+        return False
+    if attempt.created_at <= now - settings.PAYMENT_ACTION_TIMEOUT:
+        return True
+    method = payment_method_default(customer=attempt.invoice.customer) if on_session else None
+    return method is not None and method.reference != attempt.payment_method_reference
+
+
+def _attempt_cancel(*, attempt: PaymentAttempt, now: datetime, actor: AbstractBaseUser | None) -> PaymentAttempt:
+    try:
+        result = get_gateway(attempt.payment_gateway).cancel(reference=attempt.payment_reference)
+    except GatewayUnavailable:
+        return attempt  # try again on the next run; nothing new is opened meanwhile
+    return invoice_payment_record(attempt_id=attempt.pk, result=result, now=now, actor=actor)
+
+
+def payment_attempt_refresh(*, attempt: PaymentAttempt, now: datetime,
+                            actor: AbstractBaseUser | None = None) -> PaymentAttempt:
+    """Where an attempt's payment stands at the gateway, recorded (webhooks, the portal's return address).
+    Never charges anything."""
+    if not attempt.payment_reference:
+        return attempt
+    result = get_gateway(attempt.payment_gateway).retrieve(reference=attempt.payment_reference)
+    return invoice_payment_record(attempt_id=attempt.pk, result=result, now=now, actor=actor)
+
+
+def payment_attempt_for_gateway_payment(*, gateway: str, reference: str, idempotency_key: str = "") -> PaymentAttempt | None:
+    """The attempt a gateway payment belongs to: by the payment's id, or by the key in its metadata when the
+    charge's answer never reached us."""
+    attempt = PaymentAttempt.objects.filter(payment_gateway=gateway, payment_reference=reference).first()
+    if attempt is None and idempotency_key.startswith(f"{settings.IDEMPOTENCY_NAMESPACE}-invoice-"):
+        invoice_part, _sep, number = idempotency_key.removeprefix(f"{settings.IDEMPOTENCY_NAMESPACE}-invoice-") \
+            .partition("-attempt-")
+        if invoice_part.isdigit() and number.isdigit():
+            attempt = PaymentAttempt.objects.filter(invoice_id=int(invoice_part), number=int(number),
+                                                    payment_gateway=gateway).first()
+            if attempt is not None and not attempt.payment_reference:
+                PaymentAttempt.objects.filter(pk=attempt.pk, payment_reference="").update(payment_reference=reference)
+                attempt.payment_reference = reference
+    return attempt
+
+
 def invoice_payment_record(*, attempt_id: int, result: PaymentResult, now: datetime,
                            actor: AbstractBaseUser | None = None) -> PaymentAttempt:
     """Record an attempt's outcome once: paid → the subscription is in good standing again; declined → the
@@ -122,6 +171,8 @@ def invoice_payment_record(*, attempt_id: int, result: PaymentResult, now: datet
             .get(pk=attempt.invoice_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         if attempt.status not in PaymentAttempt.OPEN:
+            if result.status == "succeeded" and attempt.status != PaymentAttempt.Status.SUCCEEDED:
+                _late_success(attempt=attempt, invoice=invoice, reference=result.reference, actor=actor, now=now)
             return attempt  # another worker or request already recorded it
         attempt.payment_reference = result.reference or attempt.payment_reference
         attempt.failure_code, attempt.failure_message = result.failure_code, result.failure_message[:300]
@@ -133,6 +184,12 @@ def invoice_payment_record(*, attempt_id: int, result: PaymentResult, now: datet
         elif result.status == "requires_action":
             attempt.status = PaymentAttempt.Status.REQUIRES_ACTION
             attempt.next_action_url = result.next_action_url
+            attempt.save()
+        elif result.status == "canceled":  # an unfinished authentication, cancelled: no part of the schedule
+            attempt.status = PaymentAttempt.Status.CANCELED
+            attempt.completed_at = now
+            attempt.failure_code = "authentication_abandoned"
+            attempt.failure_message = "The payment was not authenticated in time and was cancelled."
             attempt.save()
         else:
             attempt.status = PaymentAttempt.Status.DECLINED
@@ -158,6 +215,27 @@ def _attempt_not_taken(*, attempt_id: int, now: datetime) -> PaymentAttempt:
         attempt.save()
         Invoice.objects.filter(pk=attempt.invoice_id, status=Invoice.Status.ISSUED).update(next_payment_attempt_at=now)
     return attempt
+
+
+def _late_success(*, attempt: PaymentAttempt, invoice: Invoice, reference: str, actor: AbstractBaseUser | None,
+                  now: datetime) -> None:
+    """Money arrived for an attempt we had closed (authenticated just as it was cancelled, say): it pays the
+    invoice if that is still open, else it is held as the customer's balance. Never dropped, never twice."""
+    attempt.status = PaymentAttempt.Status.SUCCEEDED
+    attempt.payment_reference = reference or attempt.payment_reference
+    attempt.completed_at = now
+    attempt.save()
+    if invoice.status == Invoice.Status.ISSUED:
+        _invoice_paid(invoice=invoice, attempt=attempt, actor=actor, now=now)
+        return
+    BalanceEntry.objects.create(customer=invoice.customer, currency=invoice.currency, amount=invoice.amount_due,
+                                kind=BalanceEntry.Kind.PAYMENT_CREDIT, invoice=invoice, created_at=now,
+                                description=f"Payment {attempt.payment_reference} for invoice {invoice.number}, "
+                                            "which was already paid")
+    audit_event_record(actor=actor, action="invoice.payment_credited", target=invoice, now=now,
+                       customer=invoice.customer, reason_code="payment_after_close",
+                       message=f"{format_amount(invoice.amount_due, invoice.currency)} {invoice.currency} held as "
+                               "customer balance")
 
 
 def _next_retry(*, invoice: Invoice, now: datetime) -> datetime | None:

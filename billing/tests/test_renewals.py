@@ -17,6 +17,7 @@ from billing.models import (
     Invoice,
     LocalPayment,
     Notification,
+    PaymentAttempt,
     PaymentMethod,
     PlanChange,
     Subscription,
@@ -467,3 +468,25 @@ def test_a_tiered_price_renews_at_its_band_sum_with_the_bands_on_the_invoice():
                                                                     Decimal("261.80"))
     line = invoice.lines.get()
     assert "1–10: 10 × €10.00" in line.detail and "11–25: 15 × €8.00" in line.detail
+
+
+def test_money_for_an_attempt_already_closed_pays_the_open_invoice_or_is_held_as_balance():
+    from billing.payments.local import local_payment_authenticate
+    from billing.services.collection import payment_attempt_refresh
+
+    s = subscription_setup(payment_method="pm_card_authenticationRequired")
+    renew()
+    invoice = renewal_invoice(s)
+    waiting = invoice_collect(invoice_id=invoice.pk, now=PERIOD_END, on_session=True, return_url="http://x/")
+    local_payment_authenticate(reference=waiting.payment_reference, approve=True)  # paid at the gateway …
+    PaymentAttempt.objects.filter(pk=waiting.pk).update(status="canceled")  # … just as we had closed it
+    assert payment_attempt_refresh(attempt=PaymentAttempt.objects.get(pk=waiting.pk), now=PERIOD_END).status \
+        == "succeeded"
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+    # The same again for an invoice that another attempt already paid: the money is held, once.
+    Invoice.objects.filter(pk=invoice.pk).update(payment_reference="pi_other")
+    PaymentAttempt.objects.filter(pk=waiting.pk).update(status="canceled")
+    for _ in range(2):
+        payment_attempt_refresh(attempt=PaymentAttempt.objects.get(pk=waiting.pk), now=PERIOD_END)
+    credit = BalanceEntry.objects.get(kind="payment_credit")
+    assert (credit.amount, credit.invoice_id) == (invoice.amount_due, invoice.pk)
