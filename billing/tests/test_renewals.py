@@ -490,3 +490,21 @@ def test_money_for_an_attempt_already_closed_pays_the_open_invoice_or_is_held_as
         payment_attempt_refresh(attempt=PaymentAttempt.objects.get(pk=waiting.pk), now=PERIOD_END)
     credit = BalanceEntry.objects.get(kind="payment_credit")
     assert (credit.amount, credit.invoice_id) == (invoice.amount_due, invoice.pk)
+
+
+def test_the_renewal_pdf_states_the_amount_due_not_a_payment_it_cannot_know_yet():
+    import io as _io
+
+    from pypdf import PdfReader
+
+    from billing.services.invoice_pdfs import invoice_pdf_bytes
+
+    s = subscription_setup(payment_method="pm_card_chargeDeclined")
+    BalanceEntry.objects.create(customer=s.customer, currency="EUR", amount=Decimal("8.50"), kind="adjustment",
+                                description="goodwill", created_at=MID_JANUARY)
+    renew()
+    invoice = renewal_invoice(s)
+    text = " ".join(PdfReader(_io.BytesIO(invoice_pdf_bytes(invoice=invoice))).pages[0].extract_text().split())
+    assert invoice.number in text and "Total €178.50" in text
+    assert "Paid from credit balance €8.50" in text and "Amount due €170.00" in text
+    assert "Due on Feb. 1, 2026" in text and "Paid by card" not in text and "Thank you" not in text
