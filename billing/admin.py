@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.admin_bulk import bulk_change_customers
 from billing.errors import BillingError
 from billing.models import (
     AuditEvent,
@@ -246,6 +247,7 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["name", "email", "vat_id"]
     readonly_fields = ["entitlements_version", "created_at"]
     inlines = [MembershipInline, PaymentMethodInline, SubscriptionInline]
+    actions = [bulk_change_customers]
 
 
 class SubscriptionAdminForm(forms.ModelForm):

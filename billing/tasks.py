@@ -6,6 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing.models import PlanChange
+from billing.services.bulk_jobs import bulk_job_dispatch, bulk_job_finish_if_done
 from billing.services.collection import (
     invoice_collect,
     invoices_collect_due,
@@ -16,6 +17,7 @@ from billing.services.invoice_pdfs import invoice_pdf_render, invoices_pdf_missi
 from billing.services.notifications import notification_send, notifications_pending_enqueue
 from billing.services.plan_changes import plan_change_refresh_payment, plan_changes_reconcile
 from billing.services.renewals import period_ends_dispatch, period_ends_run
+from billing.services.scheduled_changes import scheduled_changes_run
 
 
 @shared_task(name="billing.tasks.apply_due_changes")
@@ -95,3 +97,19 @@ def send_notification(notification_id: int) -> bool:
 @shared_task(name="billing.tasks.send_pending_notifications")
 def send_pending_notifications() -> int:
     return notifications_pending_enqueue(now=timezone.now())
+
+
+@shared_task(name="billing.tasks.apply_scheduled_changes")
+def apply_scheduled_changes(scheduled_change_ids: list[int], job_id: int | None = None) -> int:
+    """A chunk of staff changes (the sweep's or a bulk job's). Idempotent: a chunk delivered twice, or resumed
+    after its worker was killed, applies each change once."""
+    now = timezone.now()
+    done = scheduled_changes_run(ids=scheduled_change_ids, now=now)
+    if job_id is not None:
+        bulk_job_finish_if_done(job_id=job_id, now=now)
+    return done
+
+
+@shared_task(name="billing.tasks.run_bulk_job")
+def run_bulk_job(job_id: int) -> int:
+    return bulk_job_dispatch(job_id=job_id, now=timezone.now())

@@ -1,3 +1,4 @@
+from billing.models.bulk import BulkJob, ScheduledChange
 from billing.models.catalog import (
     INTERVAL_DAYS,
     INTERVAL_RANK,
@@ -39,7 +40,7 @@ from billing.models.subscriptions import (
 __all__ = [
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
     "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
-    "Notification", "PaymentAttempt",
+    "Notification", "PaymentAttempt", "BulkJob", "ScheduledChange",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
     "PlanChange", "PlanFeature", "Price", "PriceTier", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate",
     "Timing",

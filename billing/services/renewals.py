@@ -195,19 +195,30 @@ def _due_ids(*, now: datetime) -> tuple[list[int], list[int]]:
 
 def period_ends_dispatch(*, now: datetime, chunk_size: int = 100) -> int:
     """The beat sweep: hand everything due to the workers in chunks (each chunk task is idempotent, so a
-    chunk delivered twice or a sweep that overlaps the previous one applies nothing twice)."""
-    from billing.tasks import apply_period_ends
+    chunk delivered twice or a sweep that overlaps the previous one applies nothing twice). Renewals and the
+    customers' period-end changes, then staff changes whose date has come (each subscription's in one chunk,
+    in date order)."""
+    from billing.services.bulk_jobs import chunks_by_subscription
+    from billing.services.scheduled_changes import scheduled_changes_due
+    from billing.tasks import apply_period_ends, apply_scheduled_changes
 
     subscription_ids, change_ids = _due_ids(now=now)
     for index in range(0, len(subscription_ids), chunk_size):
         apply_period_ends.delay(subscription_ids[index:index + chunk_size], [])
     for index in range(0, len(change_ids), chunk_size):
         apply_period_ends.delay([], change_ids[index:index + chunk_size])
-    return len(subscription_ids) + len(change_ids)
+    staff = list(scheduled_changes_due(now=now).values_list("pk", "subscription_id"))
+    for chunk in chunks_by_subscription(staff, size=chunk_size):
+        apply_scheduled_changes.delay(chunk, None)
+    return len(subscription_ids) + len(change_ids) + len(staff)
 
 
 def plan_changes_apply_due(*, now: datetime) -> int:
     """The sweep, in one process (the `apply_due_changes` command): every period end and scheduled change due
     at `now`, in date order. Idempotent and safe in parallel. Returns how many steps this call took."""
+    from billing.services.scheduled_changes import scheduled_changes_due, scheduled_changes_run
+
     subscription_ids, change_ids = _due_ids(now=now)
-    return period_ends_run(subscription_ids=subscription_ids, plan_change_ids=change_ids, now=now)
+    applied = period_ends_run(subscription_ids=subscription_ids, plan_change_ids=change_ids, now=now)
+    staff = list(scheduled_changes_due(now=now).values_list("pk", flat=True))
+    return applied + scheduled_changes_run(ids=staff, now=now)
