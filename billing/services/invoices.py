@@ -58,13 +58,22 @@ def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
 
 
 def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
-    """Draft → issued: the number is taken now, inside this transaction."""
-    if invoice.status != Invoice.Status.DRAFT:
+    """Draft → issued: the number is taken now, inside this transaction, and saved with whatever else the
+    caller set (paid already, say) in one update, so the series stays locked briefly."""
+    if invoice.number:
         raise BillingError("not_a_draft", f"{invoice} is already issued.", status=409)
-    invoice.issue_date = now.astimezone(ZoneInfo(invoice.legal_entity.timezone)).date()  # the seller's calendar
-    invoice.number = document_number_take(entity=invoice.legal_entity, kind=invoice.kind, year=invoice.issue_date.year)
-    invoice.status = Invoice.Status.ISSUED
-    invoice.issued_at = now
+    tz = ZoneInfo(invoice.legal_entity.timezone)  # issue dates follow the seller's calendar
+    year = now.astimezone(tz).year
+    invoice.number = document_number_take(entity=invoice.legal_entity, kind=invoice.kind, year=year)
+    # Numbers and issue dates run in the same order: a worker whose clock was read before another worker's
+    # (a chunk of renewals started earlier) never dates a later number before an earlier one.
+    latest = (Invoice.objects.filter(legal_entity=invoice.legal_entity, kind=invoice.kind, issued_at__isnull=False,
+                                     number__startswith=invoice.number.rsplit("-", 1)[0] + "-")
+              .order_by("-issued_at").values_list("issued_at", flat=True).first())
+    invoice.issued_at = max(now, latest) if latest is not None else now
+    invoice.issue_date = invoice.issued_at.astimezone(tz).date()
+    if invoice.status == Invoice.Status.DRAFT:
+        invoice.status = Invoice.Status.ISSUED
     invoice.save()
     return invoice
 
@@ -191,17 +200,16 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
         detail = bands_text(line, currency)
     InvoiceLine.objects.create(invoice=invoice, position=1, description=description, detail=detail, quantity=1,
                                unit_amount=amount, amount=amount, tax_rate=decision.rate)
+    if totals.amount_due == 0:
+        invoice.status = Invoice.Status.PAID  # issued as paid: the balance covers it
+        invoice.paid_at = now
+    else:
+        invoice.next_payment_attempt_at = now
     invoice_issue(invoice=invoice, now=now)
     if totals.balance_applied > 0:
         BalanceEntry.objects.create(customer=customer, currency=currency, amount=-totals.balance_applied,
                                     kind=BalanceEntry.Kind.APPLIED_TO_INVOICE, invoice=invoice, created_at=now,
                                     description=f"Applied to invoice {invoice.number}")
-    if totals.amount_due == 0:
-        invoice.status = Invoice.Status.PAID
-        invoice.paid_at = now
-    else:
-        invoice.next_payment_attempt_at = now
-    invoice.save(update_fields=["status", "paid_at", "next_payment_attempt_at"])
     transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
     if totals.amount_due > 0:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
         transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)

@@ -84,19 +84,27 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
     return True
 
 
-def subscription_renew(*, subscription_id: int, now: datetime) -> bool:
-    """One period-end step for one subscription, exactly once. Returns whether this call took it."""
+def _renew_step(*, subscription_id: int, now: datetime) -> tuple[bool, bool]:
+    """(whether this call took the step, whether another period is due after it)."""
     customer_id = Subscription.objects.values_list("customer_id", flat=True).get(pk=subscription_id)
     with transaction.atomic():
         customer, subscription, _none = _lock(customer_id, subscription_id)
-        return _renew_locked(customer=customer, subscription=subscription, now=now)
+        renewed = _renew_locked(customer=customer, subscription=subscription, now=now)
+        return renewed, renewed and subscription.status in Subscription.RENEWABLE and \
+            subscription.current_period_end <= now
+
+
+def subscription_renew(*, subscription_id: int, now: datetime) -> bool:
+    """One period-end step for one subscription, exactly once. Returns whether this call took it."""
+    return _renew_step(subscription_id=subscription_id, now=now)[0]
 
 
 def subscription_renew_all_due(*, subscription_id: int, now: datetime) -> int:
     """Every period of one subscription that ended by `now` (normally one), one transaction each."""
-    periods = 0
-    while periods < MAX_PERIODS_PER_RUN and subscription_renew(subscription_id=subscription_id, now=now):
-        periods += 1
+    periods, again = 0, True
+    while again and periods < MAX_PERIODS_PER_RUN:
+        renewed, again = _renew_step(subscription_id=subscription_id, now=now)
+        periods += renewed
     return periods
 
 

@@ -508,3 +508,15 @@ def test_the_renewal_pdf_states_the_amount_due_not_a_payment_it_cannot_know_yet(
     assert invoice.number in text and "Total €178.50" in text
     assert "Paid from credit balance €8.50" in text and "Amount due €170.00" in text
     assert "Due on Feb. 1, 2026" in text and "Paid by card" not in text and "Thank you" not in text
+
+
+def test_a_later_number_is_never_dated_before_an_earlier_one():
+    """Two chunks of the sweep read the clock at different moments: numbers and issue dates keep one order."""
+    s = subscription_setup()
+    other = subscription_setup_second_customer(s)
+    midnight = datetime(2026, 2, 2, tzinfo=BERLIN)
+    subscription_renew(subscription_id=s.subscription.pk, now=midnight + timedelta(seconds=5))  # clock read late
+    subscription_renew(subscription_id=other.pk, now=midnight - timedelta(seconds=5))  # clock read before midnight
+    first, second = Invoice.objects.filter(billing_reason="renewal").order_by("number")
+    assert first.subscription_id == s.subscription.pk and second.issued_at == first.issued_at
+    assert first.issue_date == second.issue_date == midnight.date()
