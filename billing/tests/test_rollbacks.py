@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Permission
 
 from billing.errors import BillingError
 from billing.models import (
@@ -33,8 +32,8 @@ from billing.tests.factories import (
     MID_JANUARY,
     PERIOD_END,
     PERIOD_START,
-    UserFactory,
     credit_note_setup,
+    staff_user,
     subscription_setup,
 )
 from entitlements.selectors import entitlements_compute, entitlements_for_customer
@@ -44,20 +43,14 @@ pytestmark = pytest.mark.django_db
 NEXT_DAY = MID_JANUARY + timedelta(days=1)
 
 
-def staff(*codenames: str, username: str = "staff"):
-    user = UserFactory(username=username, is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="billing", codename__in=codenames))
-    return type(user).objects.get(pk=user.pk)  # a fresh instance: no stale permission cache
-
-
 @pytest.fixture
 def support():
-    return staff("rollback_plan_change", "view_planchange", username="sue")
+    return staff_user("rollback_plan_change", "view_planchange", username="sue")
 
 
 @pytest.fixture
 def finance():
-    return staff("rollback_plan_change", "refund_credit_note", "view_planchange", username="fiona")
+    return staff_user("rollback_plan_change", "refund_credit_note", "view_planchange", username="fiona")
 
 
 def change_to(s, price, quantity: int = 5, at: datetime = MID_JANUARY, actor=None) -> PlanChange:
@@ -357,7 +350,7 @@ def test_refused_for_a_change_applied_by_the_renewal_step(support, settings):
 
 def test_refused_without_the_permission(upgraded):
     s, change = upgraded
-    for user in (staff("view_planchange", username="viewer"), s.owner):
+    for user in (staff_user("view_planchange", username="viewer"), s.owner):
         assert refusal(change, user) == "permission_denied"
     assert PlanChange.objects.get(pk=change.pk).status == "applied" and not Invoice.objects.filter(
         kind="credit_note").exists()
