@@ -111,7 +111,8 @@ class EmergencyUpgradeAdminMixin:
                                          pk=subscription_id)
         now = timezone.now()
         quote, confirm_form = None, None
-        price_form = EmergencyUpgradeForm(request.POST if "price" in request.POST else None, subscription=subscription)
+        pricing = request.method == "POST" and "confirm" not in request.POST
+        price_form = EmergencyUpgradeForm(request.POST if pricing else None, subscription=subscription)
         if request.method == "POST" and "confirm" in request.POST:
             confirm_form = EmergencyConfirmForm(request.POST)
             quote = Quote.objects.filter(subscription=subscription, pk=request.POST.get("quote") or 0).select_related(
@@ -127,7 +128,7 @@ class EmergencyUpgradeAdminMixin:
                     messages.error(request, f"Not applied: {error.detail} Nothing was changed.")
                     return HttpResponseRedirect(request.path)
                 return self._emergency_outcome(request, subscription, change)
-        elif request.method == "POST" and price_form.is_valid():
+        elif pricing and price_form.is_valid():
             try:
                 quote = emergency_upgrade_quote(subscription=subscription, to_price=price_form.cleaned_data["price"],
                                                 quantity=price_form.cleaned_data["quantity"], actor=request.user,
