@@ -250,6 +250,17 @@ def test_nothing_to_refund_for_a_downgrade(downgraded, finance):
     assert not PlanChangeRollback.objects.exists()
 
 
+def test_a_later_credit_note_does_not_reference_an_invoice_that_a_rollback_reversed(support):
+    s = subscription_setup()
+    ChangeRule.objects.filter(name="Downgrades").update(timing="now", charge="prorated", credit="prorated")
+    kept = change_to(s, s.pro_month)  # Basic → Pro: invoice 1, which stays
+    reversed_ = change_to(s, s.business_month, at=MID_JANUARY + timedelta(hours=1))  # Pro → Business: invoice 2 …
+    rolled_back(reversed_, support)  # … reversed in full
+    downgrade = change_to(s, s.basic_month, at=NEXT_DAY + timedelta(hours=1))  # Pro → Basic at once: a credit note
+    note = Invoice.objects.get(plan_change=downgrade, kind="credit_note")
+    assert note.related_invoice == Invoice.objects.get(plan_change=kept, kind="invoice")
+
+
 def test_an_interval_change_gets_its_old_period_back(support):
     s = subscription_setup()
     change = change_to(s, s.pro_year)
