@@ -112,3 +112,18 @@ def test_the_change_rules_still_decide_when(sue):
     with pytest.raises(BillingError) as info:
         priced(s, sue)
     assert info.value.code == "not_immediate"
+
+
+@pytest.mark.parametrize(("card", "outcome"), [("pm_card_visa", "applied"),
+                                               ("pm_card_authenticationRequired", "failed")])
+def test_stripe_is_asked_for_an_off_session_payment(sue, stripe_standin, card, outcome):
+    s = subscription_setup(payment_method=card)
+    PaymentMethod.objects.filter(customer=s.customer).update(gateway="stripe", gateway_customer="cus_standin_1")
+    change = emergency_upgrade_confirm(quote=priced(s, sue), actor=sue, reason="Outage", now=MID_JANUARY)
+    [request] = stripe_standin.requests_to("POST", "/v1/payment_intents")
+    assert request.params["off_session"] == "true" and "return_url" not in request.params
+    assert (request.params["amount"], request.params["customer"]) == ("6142", "cus_standin_1")
+    assert request.idempotency_key == change.payment_idempotency_key
+    assert change.status == outcome
+    if outcome == "failed":  # 3-D Secure cannot be asked of nobody: declined, nothing changed
+        assert_nothing_changed(s)
