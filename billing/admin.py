@@ -14,6 +14,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.admin_back_office import (
+    EmergencyUpgradeAdminMixin,
+    RollbackAdminMixin,
+    SupportViewAdminMixin,
+    roll_back_plan_change,
+)
 from billing.admin_bulk import bulk_change_customers
 from billing.errors import BillingError
 from billing.models import (
@@ -241,8 +247,8 @@ class SubscriptionInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
-    list_display = ["name", "email", "country", "currency", "timezone", "granularity"]
+class CustomerAdmin(SupportViewAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "email", "country", "currency", "timezone", "granularity", "support_link"]
     list_filter = ["country", "currency"]
     search_fields = ["name", "email", "vat_id"]
     readonly_fields = ["entitlements_version", "created_at"]
@@ -277,7 +283,7 @@ def retry_period_end_step(modeladmin, request, queryset):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(EmergencyUpgradeAdminMixin, admin.ModelAdmin):
     form = SubscriptionAdminForm
     list_display = ["customer", "product", "price", "quantity", "status", "current_period_end", "version",
                     "needs_attention"]
@@ -323,13 +329,13 @@ def cancel_scheduled_changes(modeladmin, request, queryset):
 
 
 @admin.register(PlanChange)
-class PlanChangeAdmin(admin.ModelAdmin):
+class PlanChangeAdmin(RollbackAdminMixin, admin.ModelAdmin):
     list_display = ["id", "customer", "direction", "from_price", "to_price", "to_quantity", "status",
                     "amount_due", "currency", "effective_at", "applied_at", "needs_attention"]
     list_filter = ["status", "needs_attention", "direction", "timing"]
     list_select_related = ["customer", "from_price__plan__product", "to_price__plan__product"]
     search_fields = ["customer__name", "payment_reference"]
-    actions = [cancel_scheduled_changes, retry_period_end_step]
+    actions = [cancel_scheduled_changes, retry_period_end_step, roll_back_plan_change]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -227,6 +227,8 @@ RENEWAL_RETRY_SCHEDULE = env.list("RENEWAL_RETRY_SCHEDULE_DAYS", cast=int, defau
 # The period-end sweep retries a subscription or scheduled change whose step raised (1, 2, 4 … minutes apart)
 # and parks it as "needs attention" in admin after this many errors in a row.
 SWEEP_MAX_FAILURES = env.int("SWEEP_MAX_FAILURES", default=5)
+# Staff may roll back an applied plan change for this many days after it applied (docs/back-office.md).
+ROLLBACK_WINDOW_DAYS = env.int("ROLLBACK_WINDOW_DAYS", default=14)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)

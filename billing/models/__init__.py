@@ -25,6 +25,7 @@ from billing.models.invoices import (
     PaymentAttempt,
 )
 from billing.models.notifications import Notification
+from billing.models.rollbacks import PlanChangeRollback
 from billing.models.stripe_events import StripeEvent
 from billing.models.subscriptions import (
     AuditEvent,
@@ -43,5 +44,5 @@ __all__ = [
     "Notification", "PaymentAttempt", "BulkJob", "ScheduledChange",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
     "PlanChange", "PlanFeature", "Price", "PriceTier", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate",
-    "Timing",
+    "Timing", "PlanChangeRollback",
 ]

@@ -49,6 +49,7 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("support_view", "Can open the support view of a customer (everything on one page)")]
 
     def __str__(self) -> str:
         return self.name

@@ -69,6 +69,7 @@ class Invoice(models.Model):
     class Reason(models.TextChoices):
         PLAN_CHANGE = "plan_change", _("Plan change")
         RENEWAL = "renewal", _("Renewal")
+        ROLLBACK = "rollback", _("Rollback of a plan change")
 
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.INVOICE)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)

@@ -123,6 +123,7 @@ class PlanChange(models.Model):
         APPLIED = "applied", _("Applied")
         FAILED = "failed", _("Failed")
         CANCELLED = "cancelled", _("Cancelled")
+        ROLLED_BACK = "rolled_back", _("Rolled back")
 
     IN_FLIGHT = (Status.PENDING, Status.REQUIRES_ACTION)
     LIVE = (Status.PENDING, Status.REQUIRES_ACTION, Status.SCHEDULED, Status.APPLIED)
@@ -159,6 +160,9 @@ class PlanChange(models.Model):
         max_length=100, blank=True, help_text="The saved method charged, as it was when the change was accepted."
     )
     payment_reference = models.CharField(max_length=100, blank=True)
+    off_session = models.BooleanField(
+        default=False, help_text="Charged without the customer present (a staff emergency upgrade): a card that needs "
+                                 "authentication is declined instead of asking the customer.")
     next_action_url = models.URLField(blank=True, max_length=500)
     failure_code = models.CharField(max_length=50, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
@@ -189,6 +193,10 @@ class PlanChange(models.Model):
                                     name="one_in_flight_change_per_customer"),
         ]
         indexes = [models.Index(fields=["status", "effective_at"], name="plan_change_due_idx")]
+        permissions = [
+            ("emergency_upgrade", "Can apply an emergency upgrade (priced, charged off-session, invoiced at once)"),
+            ("rollback_plan_change", "Can roll back an applied plan change (terms restored, charge reversed)"),
+        ]
 
     def __str__(self) -> str:
         return f"Plan change {self.pk} · {self.get_status_display()}"
@@ -209,6 +217,8 @@ class BalanceEntry(models.Model):
         PAYMENT_CREDIT = "payment_credit", _("Payment received for a change that was not applied")
         CASH_REFUND = "cash_refund", _("Paid back to the card")
         CASH_REFUND_REVERSED = "cash_refund_reversed", _("Card refund failed; credit restored")
+        ROLLBACK_CREDIT = "rollback_credit", _("Credit from a rolled-back charge")
+        ROLLBACK_DEBIT = "rollback_debit", _("Credit of a rolled-back change taken back")
         ADJUSTMENT = "adjustment", _("Staff adjustment")
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balance_entries")

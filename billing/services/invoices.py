@@ -103,10 +103,13 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     inclusive = change.to_price.tax_behavior == "inclusive" and decision.rate is not None
     corrected = None
     if credit:  # the invoice that billed the period now credited (EU VAT Directive, Article 219)
+        # Not an invoice a rollback reversed in full, nor a rollback's own document: neither billed the period.
         corrected = (Invoice.objects.filter(customer=customer, kind=Invoice.Kind.INVOICE,
+                                            billing_reason=Invoice.Reason.PLAN_CHANGE,
                                             plan_change__subscription_id=change.subscription_id,
                                             supply_start__lte=change.effective_at, supply_end__gt=change.effective_at)
-                     .exclude(status=Invoice.Status.DRAFT).order_by("-issued_at", "-pk").first())
+                     .exclude(status=Invoice.Status.DRAFT).exclude(plan_change__status=PlanChange.Status.ROLLED_BACK)
+                     .order_by("-issued_at", "-pk").first())
     invoice = Invoice.objects.create(
         kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
         plan_change=change, subscription_id=change.subscription_id, related_invoice=corrected,

@@ -71,7 +71,9 @@ def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime,
 
 
 def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: datetime,
-                      return_url: str = "") -> PlanChange:
+                      return_url: str = "", off_session: bool = False, reason_code: str = "") -> PlanChange:
+    """Record the change (pending, scheduled, or applied when nothing is due). `off_session` and `reason_code`
+    are for staff acting without the customer (billing.services.emergency)."""
     quote = Quote.objects.get(pk=quote_id)
     with transaction.atomic():
         customer, subscription, _no_change = _lock(quote.customer_id, quote.subscription_id)
@@ -133,7 +135,7 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                     balance_after=quote.balance_after, payment_method=payment_method,
                     payment_gateway=payment_method.gateway if payment_method else "",
                     payment_method_reference=payment_method.reference if payment_method else "",
-                    reason_code=f"customer_{quote.direction}",
+                    off_session=off_session, reason_code=reason_code or f"customer_{quote.direction}",
                     created_by=actor if actor is not None and actor.is_authenticated else None,
                     created_at=now,
                 )
@@ -166,7 +168,7 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
             amount=Money(plan_change.amount_due, plan_change.currency),
             idempotency_key=plan_change.payment_idempotency_key,
             description=f"Crossgrade plan change {plan_change.pk}",
-            return_url=plan_change.return_url,
+            return_url=plan_change.return_url, off_session=plan_change.off_session,
             customer_reference=plan_change.payment_method.gateway_customer if plan_change.payment_method else "",
         )
     except GatewayUnavailable as exc:

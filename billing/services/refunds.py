@@ -9,13 +9,14 @@ a failed refund restores the balance.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Sum
 
 from billing.errors import ChangeConflict, ChangeRefused
-from billing.models import BalanceEntry, CashRefund, Customer, Invoice, PlanChange
+from billing.models import BalanceEntry, CashRefund, Customer, Invoice, PlanChange, PlanChangeRollback
 from billing.money import Money, format_amount
 from billing.payments import GatewayUnavailable, get_gateway
 from billing.selectors import customer_balance
@@ -29,13 +30,22 @@ def _snapshot(refund: CashRefund) -> dict:
 
 
 def credit_note_refund(*, credit_note: Invoice, actor: AbstractBaseUser, reason: str, now: datetime) -> CashRefund:
-    """Pay a credit note back to the customer's card instead of keeping it as balance."""
+    """Pay a credit note back to the customer's card instead of keeping it as balance.
+
+    A credit note that reverses a rolled-back change pays back only what the card paid for that change, to that
+    very payment: the part of the charge that came from the customer's balance goes back to the balance."""
     reason = (reason or "").strip()
     if not reason:
         raise ChangeRefused("reason_required", "Give the reason for the cash refund; it goes into the audit trail.")
     if credit_note.kind != Invoice.Kind.CREDIT_NOTE or credit_note.status == Invoice.Status.DRAFT:
         raise ChangeRefused("not_a_credit_note", "Only issued credit notes can be refunded in cash.")
-    amount, currency = credit_note.total, credit_note.currency
+    amount, currency, reversed_change = credit_note.total, credit_note.currency, None
+    rollback = PlanChangeRollback.objects.filter(document=credit_note).select_related("plan_change").first()
+    if rollback is not None:
+        amount, reversed_change = rollback.plan_change.amount_due, rollback.plan_change
+        if amount <= 0:
+            raise ChangeRefused("nothing_to_refund", f"{credit_note.number} reverses a charge paid from the customer "
+                                                     "balance, not by card: the credit stays balance.")
     pending = CashRefund.objects.filter(credit_note=credit_note, status=CashRefund.Status.PENDING).first()
     if pending is not None:  # its outcome is unknown: ask again with the same key, never a second refund
         return _cash_refund_settle(refund=pending, actor=actor, now=now)
@@ -46,7 +56,10 @@ def credit_note_refund(*, credit_note: Invoice, actor: AbstractBaseUser, reason:
         if customer_balance(customer=customer, currency=currency) < amount:
             raise ChangeRefused("balance_used", f"Less than {format_amount(amount, currency)} {currency} of credit is "
                                                 "left: part of it has already paid for later charges.")
-        payment = _payment_to_refund(customer=customer, amount=amount, currency=currency)
+        if reversed_change is not None:
+            payment = reversed_change if _refundable(reversed_change) >= amount else None
+        else:
+            payment = _payment_to_refund(customer=customer, amount=amount, currency=currency)
         if payment is None:
             raise ChangeRefused("no_payment_to_refund", f"No single card payment of at least "
                                 f"{format_amount(amount, currency)} {currency} is left to refund; keep it as balance.")
@@ -95,13 +108,22 @@ def _cash_refund_settle(*, refund: CashRefund, actor: AbstractBaseUser, now: dat
     return refund
 
 
+def _refundable(payment: PlanChange) -> Decimal:
+    """What is left of a change's card payment after the cash refunds already made from it."""
+    if not payment.payment_reference or payment.applied_at is None:
+        return Decimal(0)
+    refunded = (CashRefund.objects.filter(payment_reference=payment.payment_reference)
+                .exclude(status=CashRefund.Status.FAILED).aggregate(s=Sum("amount"))["s"] or 0)
+    return payment.amount_due - refunded
+
+
 def _payment_to_refund(*, customer: Customer, amount, currency: str) -> PlanChange | None:
-    """The latest card payment of this customer in this currency with enough left to refund."""
-    payments = (PlanChange.objects.filter(customer=customer, status=PlanChange.Status.APPLIED, currency=currency,
-                                          amount_due__gt=0).exclude(payment_reference="").order_by("-applied_at"))
+    """The latest card payment of this customer in this currency with enough left to refund (a rolled-back
+    change's payment was taken all the same)."""
+    payments = (PlanChange.objects.filter(customer=customer, currency=currency, amount_due__gt=0,
+                                          status__in=[PlanChange.Status.APPLIED, PlanChange.Status.ROLLED_BACK])
+                .exclude(payment_reference="").order_by("-applied_at"))
     for payment in payments:
-        refunded = (CashRefund.objects.filter(payment_reference=payment.payment_reference)
-                    .exclude(status=CashRefund.Status.FAILED).aggregate(s=Sum("amount"))["s"] or 0)
-        if payment.amount_due - refunded >= amount:
+        if _refundable(payment) >= amount:
             return payment
     return None

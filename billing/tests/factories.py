@@ -37,6 +37,15 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("pw-for-tests")
 
 
+def staff_user(*codenames: str, username: str = "staff"):
+    """A staff user with these billing permissions, freshly read (no stale permission cache)."""
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username=username, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="billing", codename__in=codenames))
+    return type(user).objects.get(pk=user.pk)
+
+
 class ProductFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Product

@@ -130,6 +130,34 @@ RULES = [
 ]
 
 
+# Back-office groups (docs/back-office.md says who may do what). Permissions are only ever added here, never set:
+# other work adds its own to these groups (approvals for "Sales managers" and "Finance").
+CATALOG_VIEW = ["view_product", "view_plan", "view_price", "view_pricetier", "view_feature", "view_planfeature",
+                "view_changerule"]
+ACCOUNT_VIEW = ["view_customer", "view_membership", "view_paymentmethod", "view_subscription", "view_quote",
+                "view_planchange"]
+STAFF_GROUPS = {
+    # Answers customers: sees everything about an account, retries the sweep and cancels scheduled changes
+    # ("change" on subscriptions and plan changes: their terms stay read-only), upgrades in an emergency, rolls back.
+    "Support": [*ACCOUNT_VIEW, *CATALOG_VIEW, "support_view", "view_invoice", "view_invoiceline", "download_invoice",
+                "view_paymentattempt", "view_balanceentry", "view_notification", "view_auditevent", "view_cashrefund",
+                "view_planchangerollback", "change_subscription", "change_planchange", "emergency_upgrade",
+                "rollback_plan_change"],
+    # Sells: sees accounts, the catalog and quotes (drafting amendments comes with contracts).
+    "Sales": [*ACCOUNT_VIEW, *CATALOG_VIEW],
+    # Approvers: what sales sees; the approval permissions come with contracts.
+    "Sales managers": [*ACCOUNT_VIEW, *CATALOG_VIEW],
+    # Documents, exports, cash refunds; rolls back changes (and may pay them back in cash).
+    "Finance": ["view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "refund_credit_note",
+                "view_cashrefund", "view_customer", "view_exchangerate", "add_exchangerate", "change_exchangerate",
+                "view_balanceentry", "view_legalentity", "view_paymentattempt", "view_notification",
+                "view_subscription", "view_planchange", "view_auditevent", "view_planchangerollback", "support_view",
+                "rollback_plan_change"],
+}
+DEMO_STAFF = [("sue", "Sue", "Support"), ("sam", "Sam", "Sales"), ("maria", "Maria", "Sales managers"),
+              ("fiona", "Fiona", "Finance")]
+
+
 def _price(eur: str, currency: str, interval: str) -> Decimal:
     factor, step = CURRENCIES[currency]
     amount = Decimal(eur) * factor * INTERVALS[interval]
@@ -205,21 +233,20 @@ class Command(BaseCommand):
                 Membership.objects.update_or_create(customer=customer, user=user, defaults={"role": role})
             for product_code, plan_code, interval, quantity in subs:
                 self._subscription(customer, products[product_code], plan_code, interval, quantity, now)
-        finance, _ = Group.objects.get_or_create(name="Finance")
-        finance.permissions.set(Permission.objects.filter(content_type__app_label="billing", codename__in=[
-            "view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "refund_credit_note",
-            "view_cashrefund", "view_customer",
-            "view_exchangerate", "add_exchangerate", "change_exchangerate", "view_balanceentry", "view_legalentity",
-            "view_paymentattempt", "view_notification"]))
-        fiona, created = User.objects.get_or_create(username="fiona", defaults={
-            "email": "fiona@crossgrade.example", "first_name": "Fiona", "is_staff": True})
-        if created:
-            fiona.set_password(DEMO_PASSWORD)
-            fiona.save()
-        fiona.groups.add(finance)
+        for name, codenames in STAFF_GROUPS.items():
+            group, _ = Group.objects.get_or_create(name=name)
+            group.permissions.add(*Permission.objects.filter(content_type__app_label="billing", codename__in=codenames))
+        for username, first_name, group_name in DEMO_STAFF:
+            staff, created = User.objects.get_or_create(username=username, defaults={
+                "email": f"{username}@crossgrade.example", "first_name": first_name, "is_staff": True})
+            if created:
+                staff.set_password(DEMO_PASSWORD)
+                staff.save()
+            staff.groups.add(Group.objects.get(name=group_name))
         token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
-        self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; finance: fiona / {DEMO_PASSWORD}")
+        self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; support: sue, sales: sam, sales manager: maria, "
+                          f"finance: fiona / {DEMO_PASSWORD}")
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
                           f"erin (Initech, GBP, card declines: past due), kenji (Tanaka KK, JPY), "
