@@ -21,6 +21,7 @@ from billing.models import (
     PaymentAttempt,
     PaymentMethod,
     PlanChange,
+    ScheduledChange,
     Subscription,
 )
 from billing.selectors import customer_balances
@@ -40,6 +41,7 @@ class SupportView:
     subscriptions: list[Subscription]
     open_changes: list[PlanChange]  # waiting for payment or authentication, and scheduled
     recent_changes: list[PlanChange]  # the latest of every status, with their rollback
+    staff_changes: list[ScheduledChange]  # staff changes at a date and bulk-job rows not finished yet
     invoices: list[Invoice]
     unpaid_invoices: list[Invoice]  # issued, not paid, with every payment attempt (dunning)
     balances: dict[str, Decimal]
@@ -57,7 +59,8 @@ class SupportView:
     @property
     def needs_attention(self) -> list[Subscription | PlanChange]:
         return [*(s for s in self.subscriptions if s.needs_attention),
-                *(c for c in self.open_changes if c.needs_attention)]
+                *(c for c in self.open_changes if c.needs_attention),
+                *(c for c in self.staff_changes if c.needs_attention)]
 
 
 def _link_rollback_events(events: list[AuditEvent]) -> None:
@@ -99,6 +102,8 @@ def support_view_get(*, customer_id: int) -> SupportView:
                            .order_by("status", "product_id")),
         open_changes=open_changes,
         recent_changes=recent_changes,
+        staff_changes=list(ScheduledChange.objects.filter(customer=customer, status__in=ScheduledChange.OPEN)
+                           .select_related("to_price__plan", "job").order_by("effective_at", "pk")),
         invoices=invoices,
         unpaid_invoices=unpaid,
         balances=customer_balances(customer=customer),

@@ -290,3 +290,16 @@ def test_the_rollback_action_opens_the_confirmation_page(client, sue):
                            {"action": "roll_back_plan_change", "_selected_action": [change.pk]})
     assert response.status_code == 302 and response["Location"] == rollback_url(change)
     assert PlanChange.objects.get(pk=change.pk).status == "applied"  # nothing happens before confirming
+
+
+def test_the_support_view_lists_staff_changes_waiting_for_their_date(client, sue, lived_in):
+    from billing.services.scheduled_changes import scheduled_change_create
+
+    subscription = Subscription.objects.get(pk=lived_in.subscription.pk)
+    row = scheduled_change_create(subscription=subscription, to_price=lived_in.business_month, quantity=9,
+                                  effective_at=timezone.now() + timedelta(days=3), actor=sue,
+                                  reason="Agreed on the phone", now=timezone.now())
+    client.force_login(sue)
+    html = client.get(support_url(lived_in)).content.decode()
+    section = html.split("Staff changes at a date")[1].split("</section>")[0]
+    assert f"#{row.pk}" in section and "Business × 9" in section and "Agreed on the phone" in section
