@@ -1,3 +1,4 @@
+from billing.models.approvals import ApprovalPolicy, ApprovalPolicyStep, ApprovalRequest, ApprovalStep
 from billing.models.catalog import (
     INTERVAL_DAYS,
     INTERVAL_RANK,
@@ -13,6 +14,7 @@ from billing.models.catalog import (
     Product,
     Timing,
 )
+from billing.models.contracts import Amendment, Contract, ContractPrice
 from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
 from billing.models.invoices import (
     CashRefund,
@@ -37,6 +39,7 @@ from billing.models.subscriptions import (
 )
 
 __all__ = [
+    "Amendment", "ApprovalPolicy", "ApprovalPolicyStep", "ApprovalRequest", "ApprovalStep", "Contract", "ContractPrice",
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
     "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
     "Notification", "PaymentAttempt",
