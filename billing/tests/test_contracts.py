@@ -42,6 +42,15 @@ from billing.tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _english():
+    """Refusals are in the reader's language: these tests read English (another test may have left German on)."""
+    from django.utils import translation
+
+    with translation.override("en"):
+        yield
+
 MARCH_16 = datetime(2026, 3, 16, 9, 0, tzinfo=BERLIN)
 
 
