@@ -415,6 +415,10 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_view_permission(self, request, obj=None) -> bool:
+        """Approvers see the queue they decide from."""
+        return super().has_view_permission(request, obj) or request.user.has_perm("billing.decide_approvalrequest")
+
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("steps")
 
