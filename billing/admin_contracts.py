@@ -264,8 +264,15 @@ class AmendmentAdmin(admin.ModelAdmin):
         obj = self.get_object(request, object_id) if object_id else None
         draft = obj is None or obj.status == Amendment.Status.DRAFT
         extra_context = {**(extra_context or {}), "open_statuses": list(Amendment.OPEN), "live_preview": draft,
-                         "live_preview_html": render_amendment_preview(obj) if obj is not None and draft else ""}
+                         "live_preview_html": render_amendment_preview(obj) if obj is not None and draft else "",
+                         "can_act": super().has_change_permission(request, obj)}
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        """Only drafts are edited; a submitted amendment is read-only (it can still be cancelled while open)."""
+        if obj is not None and obj.status != Amendment.Status.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
@@ -402,8 +409,8 @@ class ApprovalRequestAdmin(admin.ModelAdmin):
     list_select_related = ["customer"]
     search_fields = ["customer__name", "summary", "requested_by_label"]
     change_form_template = "admin/billing/approvalrequest/change_form.html"
-    fields = ["customer", "summary", "subject", "status", "amount_due", "currency", "reasons_text", "in_order",
-              "requested_by_label", "created_at", "expires_at", "decided_at"]
+    fields = ["customer", "summary", "subject", "status", "amount", "reasons_text", "in_order", "requested_by_label",
+              "created_at", "expires_at", "decided_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request) -> bool:

@@ -114,7 +114,7 @@ class ApprovalRequest(models.Model):
     summary = models.CharField(max_length=300)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
-    requested_by_label = models.CharField(max_length=150)
+    requested_by_label = models.CharField("requested by", max_length=150)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)

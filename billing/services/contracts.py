@@ -244,7 +244,7 @@ class AmendmentPreview:
             "lines": self.lines, "subtotal": amount(self.subtotal),
             "tax_rate": str(self.tax_rate) if self.tax_rate is not None else None,
             "reverse_charge": self.reverse_charge, "tax_inclusive": self.tax_inclusive, "tax": amount(self.tax),
-            "total": amount(self.total), "balance_applied": amount(self.balance_applied),
+            "total": amount(self.total), "credit": self.total < 0, "balance_applied": amount(self.balance_applied),
             "amount_due": amount(self.amount_due), "balance_after": amount(self.balance_after),
             "next_period_net": amount(self.next_period_net), "next_period_total": amount(self.next_period_total),
             "periods_after": self.periods_after, "added_periods": self.added_periods,

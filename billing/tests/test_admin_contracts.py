@@ -172,6 +172,10 @@ def test_staff_draft_and_submit_an_amendment_in_admin(client, setup, superuser, 
     assert "submitted: waiting for approval" in messages_of(response)[0]
     page = client.get(reverse("admin:billing_amendment_change", args=[amendment.pk])).content.decode()
     assert 'name="seats"' not in page and "Request " in page  # read-only now, linked to its request
+    assert "Cancel this amendment" in page and 'name="_save"' not in page
+    change_url = reverse("admin:billing_amendment_change", args=[amendment.pk])
+    assert client.post(change_url, amendment_post(contract, seats="9")).status_code == 403
+    assert Amendment.objects.get().seats == 5
 
 
 def test_an_amendment_the_rules_refuse_is_not_saved(client, setup, superuser):
