@@ -502,3 +502,20 @@ def test_an_amendment_approved_on_its_date_applies_with_the_last_approval(setup,
     decide(request, 2, people["fiona"], now=on_the_day)
     amendment.refresh_from_db()
     assert amendment.status == "applied" and amendment.plan_change.effective_at == datetime(2026, 1, 20, tzinfo=BERLIN)
+
+
+def test_the_api_answers_202_for_a_change_held_for_approval(live, people):
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    contract_for(live, budget_cap="50.00")
+    approval_policy("Over the budget cap", "budget_cap", "Sales managers")
+    quote = quote_create(subscription=fresh(live), to_price=live.pro_month, quantity=5, now=timezone.now(),
+                         actor=live.owner)
+    client = APIClient()
+    client.force_authenticate(live.owner)
+    response = client.post(reverse("api-quote-accept", args=[quote.pk]), HTTP_IDEMPOTENCY_KEY="held-1")
+    assert response.status_code == 202 and response.json()["status"] == "pending_approval"
+    assert not LocalPayment.objects.exists()
+    again = client.post(reverse("api-quote-accept", args=[quote.pk]), HTTP_IDEMPOTENCY_KEY="held-1")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
