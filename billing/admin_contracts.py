@@ -111,6 +111,8 @@ class ContractAddForm(forms.ModelForm):
             return data
         if Contract.objects.filter(subscription=subscription).exists():
             raise ValidationError("This subscription has a contract already: amend that one.")
+        if subscription.status == subscription.Status.CANCELLED:
+            raise ValidationError("This subscription has ended: a contract governs a live subscription.")
         start, end = contract_term_for(subscription=subscription, start_on=data["term_start_on"],
                                        periods=data["term_periods"])
         self.instance.term_start, self.instance.term_end = start, end

@@ -287,9 +287,6 @@ def approval_request_decide(*, request_id: int, step_id: int, actor: AbstractBas
     approval approves it and the change proceeds. Raises ApprovalRefused (separation of duties) and changes
     nothing then."""
     comment = comment.strip()
-    if not approve and not comment:
-        raise ApprovalRefused("comment_required", _("Say why you reject it: the requester and the customer's billing "
-                                                    "contact read this comment."), status=422)
     with transaction.atomic():
         customer, subscription, amendment, request = _lock_request(request_id)
         steps = list(request.steps.select_for_update().order_by("position"))
@@ -300,6 +297,9 @@ def approval_request_decide(*, request_id: int, step_id: int, actor: AbstractBas
                                         drafter_id=amendment.created_by_id if amendment is not None else None)
         if refusal is not None:
             raise refusal
+        if not approve and not comment:
+            raise ApprovalRefused("comment_required", _("Say why you reject it: the requester and the customer's "
+                                                        "billing contact read this comment."), status=422)
         step.status = ApprovalStep.Status.APPROVED if approve else ApprovalStep.Status.REJECTED
         step.decided_by = actor
         step.decided_at = now
