@@ -548,3 +548,4 @@ class StripeEventAdmin(ReadOnlyAdmin):
 class LocalPaymentAdmin(ReadOnlyAdmin):
     list_display = ["reference", "status", "amount_minor", "currency", "payment_method", "created_at"]
     list_filter = ["status"]
+from billing import admin_contracts  # noqa: E402,F401 - contracts, amendments and approvals (registers them)

@@ -186,6 +186,8 @@ def plan_change_response(change: PlanChange) -> tuple[int, dict]:
     body = PlanChangeSerializer(change).data
     if change.status == PlanChange.Status.FAILED:
         return 402, {"code": "payment_declined", "detail": change.failure_message, "plan_change": body}
+    if change.status == PlanChange.Status.PENDING_APPROVAL:
+        return 202, body  # held for approval: nothing charged yet (docs/contracts.md)
     if change.status == PlanChange.Status.REQUIRES_ACTION:
         return 402, {"code": "payment_requires_action",
                      "detail": "Your bank asks you to confirm this payment; open next_action_url to confirm.",
@@ -199,10 +201,12 @@ class QuoteAcceptApi(APIView):
         description="Requires an `Idempotency-Key` header. The same key replays the stored answer; the same key "
         "with a different request is refused (422 idempotency_key_reused). A declined payment (402 "
         "payment_declined) changes nothing; authentication (402 payment_requires_action) is completed at "
-        "next_action_url, then POST /api/plan-changes/{id}/complete/.",
+        "next_action_url, then POST /api/plan-changes/{id}/complete/. A change that needs approval answers 202 with "
+        "the plan change waiting for approval: nothing is charged until it is approved.",
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)],
         request=None,
-        responses={200: PlanChangeSerializer, 402: ERROR, 403: ERROR, 404: ERROR, 409: ERROR, 422: ERROR},
+        responses={200: PlanChangeSerializer, 202: PlanChangeSerializer, 402: ERROR, 403: ERROR, 404: ERROR, 409: ERROR,
+                   422: ERROR},
     )
     def post(self, request: Request, quote_id: int) -> Response:
         now = timezone.now()

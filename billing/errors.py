@@ -32,3 +32,9 @@ class ChangeConflict(BillingError):
     """The state moved on (expired quote, changed subscription, change in progress)."""
 
     status = 409
+
+
+class ApprovalRefused(BillingError):
+    """This person may not decide this approval step (separation of duties, role, order); nothing was recorded."""
+
+    status = 403

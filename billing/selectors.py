@@ -11,6 +11,7 @@ from django.db.models import F, Prefetch, Q, QuerySet, Sum
 
 from billing.models import (
     BalanceEntry,
+    Contract,
     Customer,
     LegalEntity,
     Membership,
@@ -185,11 +186,26 @@ class Renewal:
     quantity: int
 
 
-def price_item(*, price: Price, quantity: int, discount_percent: Decimal = Decimal(0)):
+def contract_in_force(*, subscription_id: int, at: datetime) -> Contract | None:
+    """The contract governing the subscription at that instant (its negotiated prices prefetched), or None."""
+    return (Contract.objects.filter(subscription_id=subscription_id, term_start__lte=at, term_end__gt=at)
+            .prefetch_related("prices").first())
+
+
+def price_item(*, price: Price, quantity: int, discount_percent: Decimal = Decimal(0),
+               contract: Contract | None = None, unit_amount: Decimal | None = None):
     """The proration engine's view of a price at a quantity: the one place a Price becomes an Item.
-    A tiered price's bands come along (from `prefetch_related("tiers")` when the caller prefetched them)."""
+    A tiered price's bands come along (from `prefetch_related("tiers")` when the caller prefetched them).
+
+    A negotiated unit amount replaces the catalog's, bands included (every seat at that amount): `unit_amount`
+    when given (an amendment's new price), else the `contract`'s negotiated price for this price, if any."""
     from billing import proration
 
+    if unit_amount is None and contract is not None:
+        unit_amount = contract.negotiated_unit_amount(price)
+    if unit_amount is not None:
+        return proration.Item(unit_amount=unit_amount, quantity=quantity, interval=price.interval,
+                              discount_percent=discount_percent, name=str(price.plan))
     tiers = ()
     if price.is_tiered:
         tiers = tuple(proration.Tier(up_to=tier.up_to, unit_amount=tier.unit_amount, flat_amount=tier.flat_amount)
@@ -213,7 +229,8 @@ def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChan
     customer = subscription.customer
     decision = tax_decision_for(customer=customer, on=billing_date(customer=customer,
                                                                     moment=subscription.current_period_end))
-    item = price_item(price=price, quantity=quantity, discount_percent=subscription.discount_percent)
+    contract = contract_in_force(subscription_id=subscription.pk, at=subscription.current_period_end)
+    item = price_item(price=price, quantity=quantity, discount_percent=subscription.discount_percent, contract=contract)
     totals = proration.totals_for(proration.period_amount(item, price.currency),
                                   tax_for_price(decision=decision, price=price), Decimal(0), price.currency)
     subtotal, tax_value, total = totals.subtotal, totals.tax, totals.total

@@ -1,7 +1,6 @@
 """Reads for the support view: everything support needs about one customer, in a fixed, small number of queries.
 
-Sections that other work adds to (contracts, approvals) are here as explicit empty values, so that work fills in
-one field and one template partial (templates/admin/billing/customer/support/).
+Each section is one field here and one template partial (templates/admin/billing/customer/support/).
 """
 
 from __future__ import annotations
@@ -13,7 +12,9 @@ from django.conf import settings
 from django.db.models import Prefetch
 
 from billing.models import (
+    ApprovalRequest,
     AuditEvent,
+    Contract,
     Customer,
     Invoice,
     Membership,
@@ -31,6 +32,7 @@ RECENT_CHANGES = 15
 RECENT_INVOICES = 25
 RECENT_NOTIFICATIONS = 25
 RECENT_AUDIT_EVENTS = 60
+RECENT_APPROVALS = 15
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ class SupportView:
     notifications: list[Notification]
     audit_events: list[AuditEvent]  # each with `.linked_event_id`: a change's event ↔ its rollback's
     retry_schedule_days: list[int]
-    contract: object | None = None  # contracts: filled in when the Contract model exists (branch "contracts")
-    approvals: list = field(default_factory=list)  # approvals: likewise
+    contracts: list = field(default_factory=list)  # with their negotiated prices and amendments
+    approvals: list = field(default_factory=list)  # the latest approval requests, with their steps
 
     @property
     def past_due(self) -> list[Subscription]:
@@ -112,4 +114,8 @@ def support_view_get(*, customer_id: int) -> SupportView:
                            .order_by("-created_at", "-pk")[:RECENT_NOTIFICATIONS]),
         audit_events=events,
         retry_schedule_days=list(settings.RENEWAL_RETRY_SCHEDULE),
+        contracts=list(Contract.objects.filter(customer=customer).select_related("subscription__price__plan")
+                       .prefetch_related("prices__price__plan", "amendments").order_by("-term_start")),
+        approvals=list(ApprovalRequest.objects.filter(customer=customer).prefetch_related("steps__decided_by")
+                       .order_by("-created_at", "-pk")[:RECENT_APPROVALS]),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from billing.errors import ChangeConflict
 from billing.models import PlanChange
 from billing.services.bulk_jobs import bulk_job_dispatch, bulk_job_finish_if_done
 from billing.services.collection import (
@@ -113,3 +114,25 @@ def apply_scheduled_changes(scheduled_change_ids: list[int], job_id: int | None 
 @shared_task(name="billing.tasks.run_bulk_job")
 def run_bulk_job(job_id: int) -> int:
     return bulk_job_dispatch(job_id=job_id, now=timezone.now())
+
+
+@shared_task(name="billing.tasks.proceed_approved_change", autoretry_for=(ChangeConflict,), retry_backoff=True,
+             max_retries=8)
+def proceed_approved_change(plan_change_id: int) -> str:
+    """After the final approval: charge and apply the held change (idempotent; retried while another change of
+    the customer waits for its payment)."""
+    from billing.services.approvals import approved_change_proceed
+
+    return approved_change_proceed(plan_change_id=plan_change_id, now=timezone.now()).status
+
+
+@shared_task(name="billing.tasks.sweep_approvals")
+def sweep_approvals() -> dict[str, int]:
+    """Beat: expire undecided requests, hand approved held changes the broker missed to the workers, and apply
+    approved amendments whose date has come. Each step is idempotent."""
+    from billing.services.approvals import approval_requests_expire, approved_changes_dispatch
+    from billing.services.contracts import amendments_apply_due
+
+    now = timezone.now()
+    return {"expired": approval_requests_expire(now=now), "dispatched": approved_changes_dispatch(now=now),
+            "amendments_applied": amendments_apply_due(now=now)}

@@ -210,6 +210,8 @@ CELERY_BEAT_SCHEDULE = {
     "render-missing-pdfs": {"task": "billing.tasks.render_missing_pdfs", "schedule": timedelta(minutes=5)},
     "process-stuck-stripe-events": {"task": "billing.tasks.process_stuck_stripe_events",
                                     "schedule": timedelta(minutes=10)},
+    # Approvals: expiry, approved held changes the broker missed, amendments whose date has come.
+    "sweep-approvals": {"task": "billing.tasks.sweep_approvals", "schedule": timedelta(minutes=1)},
 }
 
 # Billing

@@ -91,6 +91,7 @@ class PlanOffer:
     refusal: str = ""
     saving: tuple[Decimal, Decimal] | None = None  # (amount a year, fraction) of annual against monthly
     seat_error: str = ""  # the customer's seat count could not be read
+    negotiated: Decimal | None = None  # the contract's unit amount for this price, if it has one
     gains: list[str] = field(default_factory=list)
     losses: list[str] = field(default_factory=list)
 
@@ -149,6 +150,8 @@ def offer_price(*, subscription: Subscription, plan: Plan, price: Price | None, 
     if price is None:
         offer.refusal = "not_sold"
         return offer
+    if context.contract is not None:
+        offer.negotiated = context.contract.negotiated_unit_amount(price)
     if prices is not None:
         offer.saving = _annual_saving(plan, seats, prices)
     if offer.is_current:

@@ -31,6 +31,7 @@ from billing.errors import BillingError
 from billing.models import IdempotencyKey, Invoice, Membership, Plan, PlanChange, Price, Quote, Subscription
 from billing.payments import GatewayUnavailable
 from billing.selectors import payment_method_default, price_get
+from billing.selectors_approvals import approval_request_for_change, quote_needs_approval
 from billing.services.collection import invoice_collect, payment_attempt_refresh
 from billing.services.idempotency import (
     idempotency_begin,
@@ -282,6 +283,7 @@ def review(request: HttpRequest, customer_id: int, quote_id: int) -> HttpRespons
     replaces = list(PlanChange.objects.filter(pk__in=quote.supersedes, status=PlanChange.Status.SCHEDULED)
                     .select_related("to_price__plan"))
     return _page(request, membership, "portal/review.html", quote=quote, expired=now >= quote.expires_at,
+                 needs_approval=quote.status == Quote.Status.OPEN and quote_needs_approval(quote=quote),
                  replaces=replaces, quote_minutes=int(settings.QUOTE_TTL.total_seconds() // 60),
                  token=secrets.token_urlsafe(24), payment_method=payment_method_default(customer=membership.customer),
                  nav="plans")
@@ -379,7 +381,8 @@ def change(request: HttpRequest, customer_id: int, change_id: int) -> HttpRespon
     quote_usable = (plan_change.quote is not None and plan_change.quote.status == Quote.Status.OPEN
                     and timezone.now() < plan_change.quote.expires_at)
     return _page(request, membership, "portal/change.html", change=plan_change, entitlements=entitlements,
-                 unlocked=unlocked, quote_usable=quote_usable, nav="billing")
+                 unlocked=unlocked, quote_usable=quote_usable, approval=approval_request_for_change(plan_change=plan_change),
+                 nav="billing")
 
 
 @login_required_post

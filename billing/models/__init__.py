@@ -1,3 +1,4 @@
+from billing.models.approvals import ApprovalPolicy, ApprovalPolicyStep, ApprovalRequest, ApprovalStep
 from billing.models.bulk import BulkJob, ScheduledChange
 from billing.models.catalog import (
     INTERVAL_DAYS,
@@ -14,6 +15,7 @@ from billing.models.catalog import (
     Product,
     Timing,
 )
+from billing.models.contracts import Amendment, Contract, ContractPrice
 from billing.models.customers import Customer, Membership, PaymentMethod, TaxRate
 from billing.models.invoices import (
     CashRefund,
@@ -39,6 +41,7 @@ from billing.models.subscriptions import (
 )
 
 __all__ = [
+    "Amendment", "ApprovalPolicy", "ApprovalPolicyStep", "ApprovalRequest", "ApprovalStep", "Contract", "ContractPrice",
     "INTERVAL_DAYS", "INTERVAL_RANK", "AuditEvent", "BalanceEntry", "ChangeRule", "Customer", "Direction",
     "CashRefund", "DocumentSeries", "ExchangeRate", "Invoice", "InvoiceLine", "LegalEntity", "LocalRefund",
     "Notification", "PaymentAttempt", "BulkJob", "ScheduledChange",

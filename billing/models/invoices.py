@@ -105,6 +105,8 @@ class Invoice(models.Model):
     tax_inclusive = models.BooleanField(default=False)
     reverse_charge = models.BooleanField(default=False)
     legal_mention = models.CharField(max_length=300, blank=True)
+    purchase_order = models.CharField(max_length=60, blank=True,
+                                      help_text="The customer's purchase-order number from the contract in force.")
     subtotal = models.DecimalField(**AMOUNT, help_text="Sum of the lines (net for tax-exclusive prices).")
     tax_total = models.DecimalField(**AMOUNT)
     total = models.DecimalField(**AMOUNT)

@@ -118,6 +118,7 @@ class PlanChange(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending payment")
+        PENDING_APPROVAL = "pending_approval", _("Waiting for approval")
         REQUIRES_ACTION = "requires_action", _("Waiting for customer authentication")
         SCHEDULED = "scheduled", _("Scheduled")
         APPLIED = "applied", _("Applied")
@@ -125,8 +126,13 @@ class PlanChange(models.Model):
         CANCELLED = "cancelled", _("Cancelled")
         ROLLED_BACK = "rolled_back", _("Rolled back")
 
+    class CollectionMethod(models.TextChoices):
+        CHARGE = "charge", _("Charged before it applies")
+        INVOICE = "invoice", _("Invoiced when it applies, collected afterwards")
+
     IN_FLIGHT = (Status.PENDING, Status.REQUIRES_ACTION)
-    LIVE = (Status.PENDING, Status.REQUIRES_ACTION, Status.SCHEDULED, Status.APPLIED)
+    # Held for approval (billing.services.approvals): nothing charged yet, but the quote is taken.
+    LIVE = (Status.PENDING, Status.PENDING_APPROVAL, Status.REQUIRES_ACTION, Status.SCHEDULED, Status.APPLIED)
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="plan_changes")
     subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="plan_changes")
@@ -167,6 +173,10 @@ class PlanChange(models.Model):
     failure_code = models.CharField(max_length=50, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
     reason_code = models.CharField(max_length=50, blank=True, help_text="Why the change was made (audit).")
+    collection_method = models.CharField(
+        max_length=10, choices=CollectionMethod.choices, default=CollectionMethod.CHARGE,
+        help_text="Customer changes are charged before they apply; contract amendments apply at their date and are "
+                  "invoiced, then collected like renewals.")
     entitlements_added = models.JSONField(
         default=list, blank=True,
         help_text="Features the account gained or got more of when this change applied (feature codes).")
@@ -185,8 +195,9 @@ class PlanChange(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             # Double clicks and racing workers end here: a quote executes at most once …
-            models.UniqueConstraint(fields=["quote"], condition=Q(status__in=["pending", "requires_action",
-                                                                              "scheduled", "applied"]),
+            models.UniqueConstraint(fields=["quote"], condition=Q(status__in=["pending", "pending_approval",
+                                                                              "requires_action", "scheduled",
+                                                                              "applied"]),
                                     name="one_live_change_per_quote"),
             # … and a customer has at most one change waiting for its payment.
             models.UniqueConstraint(fields=["customer"], condition=Q(status__in=["pending", "requires_action"]),

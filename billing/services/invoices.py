@@ -30,6 +30,7 @@ from billing.models import (
 )
 from billing.selectors import (
     billing_date,
+    contract_in_force,
     customer_balance,
     legal_entity_default,
     price_item,
@@ -110,6 +111,10 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
                                             supply_start__lte=change.effective_at, supply_end__gt=change.effective_at)
                      .exclude(status=Invoice.Status.DRAFT).exclude(plan_change__status=PlanChange.Status.ROLLED_BACK)
                      .order_by("-issued_at", "-pk").first())
+    # Contract amendments apply at their date and are collected afterwards, like renewals; customer changes were
+    # paid before they applied.
+    invoiced = change.collection_method == PlanChange.CollectionMethod.INVOICE and not credit and change.amount_due > 0
+    contract = contract_in_force(subscription_id=change.subscription_id, at=change.effective_at)
     invoice = Invoice.objects.create(
         kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
         plan_change=change, subscription_id=change.subscription_id, related_invoice=corrected,
@@ -119,12 +124,13 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
         seller_vat_id=entity.vat_id, buyer_name=customer.name, buyer_address=customer.address,
         buyer_country=customer.country, buyer_vat_id=customer.vat_id,
         tax_inclusive=inclusive, reverse_charge=decision.reverse_charge,
-        legal_mention=decision.mention,
+        legal_mention=decision.mention, purchase_order=contract.purchase_order if contract else "",
         subtotal=sign * change.subtotal, tax_total=sign * change.tax, total=sign * change.total,
         tax_breakdown=[{"rate": str(decision.rate if decision.rate is not None else 0),
                         "taxable": str(sign * (change.subtotal - change.tax if inclusive else change.subtotal)),
                         "tax": str(sign * change.tax)}],
-        balance_applied=change.balance_applied, amount_paid=change.amount_due, amount_due=change.amount_due,
+        balance_applied=change.balance_applied, amount_paid=Decimal(0) if invoiced else change.amount_due,
+        amount_due=change.amount_due, next_payment_attempt_at=now if invoiced else None,
         payment_reference=change.payment_reference, created_at=now,
         created_by=actor if actor is not None and actor.is_authenticated else None,
     )
@@ -141,7 +147,9 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     # robust: the change and its payment are done; a broker that is down must not turn that into an error
     # (the catch-up sweep `render_missing_pdfs` enqueues it later).
     transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
-    if not credit:
+    if invoiced:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
+        transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
+    elif not credit:
         invoice.status = Invoice.Status.PAID
         invoice.paid_at = now
         invoice.save(update_fields=["status", "paid_at"])
@@ -158,7 +166,9 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
     price = subscription.price
     currency = price.currency
     start, end = subscription.current_period_start, subscription.current_period_end
-    item = price_item(price=price, quantity=subscription.quantity, discount_percent=subscription.discount_percent)
+    contract = contract_in_force(subscription_id=subscription.pk, at=start)  # negotiated prices, PO number
+    item = price_item(price=price, quantity=subscription.quantity, discount_percent=subscription.discount_percent,
+                      contract=contract)
     amount = proration.period_amount(item, currency)
     if amount == 0:
         return None
@@ -191,6 +201,7 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
         tax_inclusive=inclusive, reverse_charge=decision.reverse_charge,
         legal_mention=document_mention(rate=decision.rate, reverse_charge=decision.reverse_charge,
                                        seller_country=entity.country, buyer_country=customer.country),
+        purchase_order=contract.purchase_order if contract else "",
         subtotal=totals.subtotal, tax_total=totals.tax, total=totals.total,
         tax_breakdown=[{"rate": str(decision.rate if decision.rate is not None else 0),
                         "taxable": str(totals.subtotal - totals.tax if inclusive else totals.subtotal),

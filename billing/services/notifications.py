@@ -27,14 +27,15 @@ MAX_SEND_ATTEMPTS = 8
 
 
 def notification_queue(*, customer: Customer, kind: str, key: str, context: dict[str, Any],
-                       now: datetime) -> Notification | None:
+                       now: datetime, to_email: str = "", language: str = "") -> Notification | None:
     """Write the email in the caller's transaction and send it after commit. Returns None when an email with
-    this key already exists (a retried step queues nothing twice)."""
+    this key already exists (a retried step queues nothing twice). It goes to the customer's billing contact
+    unless `to_email` names another recipient about this customer (a requester), in `language` if given."""
     try:
         with transaction.atomic():
             notification = Notification.objects.create(
-                customer=customer, kind=kind, key=key[:150], to_email=customer.email,
-                language=customer.language or "en", context={"customer_name": customer.name, **context},
+                customer=customer, kind=kind, key=key[:150], to_email=to_email or customer.email,
+                language=language or customer.language or "en", context={"customer_name": customer.name, **context},
                 created_at=now,
             )
     except IntegrityError:

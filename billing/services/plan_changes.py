@@ -101,11 +101,10 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
         if customer_balance(customer=customer, currency=quote.currency) != quote.balance_before:
             raise ChangeConflict("balance_changed",
                                  _("Your account balance changed since this quote was made; request a new quote."))
-        if quote.requires_approval:
-            raise ChangeRefused(
-                "approval_required",
-                _("This change needs approval by our team; contact support to have it approved."),
-            )
+        # Approval policies, a rule requiring approval or the contract's budget cap: held instead of charged.
+        from billing.services.approvals import approval_hold_for_quote, approval_request_open, plan_change_summary
+
+        hold = approval_hold_for_quote(quote=quote, subscription=subscription)
         if quote.timing == Timing.NOW and quote.lines and legal_entity_default() is None:
             raise ChangeRefused("no_legal_entity", _("Invoicing is not set up yet; contact support."))
         decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=quote.created_at))
@@ -123,7 +122,8 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
             with transaction.atomic():
                 change = PlanChange.objects.create(
                     customer=customer, subscription=subscription, quote=quote,
-                    status=PlanChange.Status.SCHEDULED if scheduled else PlanChange.Status.PENDING,
+                    status=PlanChange.Status.PENDING_APPROVAL if hold else
+                    PlanChange.Status.SCHEDULED if scheduled else PlanChange.Status.PENDING,
                     direction=quote.direction, timing=quote.timing,
                     from_price_id=quote.from_price_id, from_quantity=quote.from_quantity,
                     to_price_id=quote.to_price_id, to_quantity=quote.to_quantity,
@@ -143,7 +143,13 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
             raise ChangeConflict("change_in_progress", _("Another change of this account is under way.")) from None
         quote.status = Quote.Status.ACCEPTED
         quote.save(update_fields=["status"])
-        if scheduled:
+        if hold:
+            approval_request_open(customer=customer, hold=hold, plan_change=change, actor=actor, now=now,
+                                  summary=plan_change_summary(change))
+            audit_event_record(actor=actor, action="plan_change.held", target=change, now=now, customer=customer,
+                               reason_code=change.reason_code, after=_change_snapshot(change),
+                               message="Held for approval; nothing charged until it is approved")
+        elif scheduled:
             _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
             audit_event_record(actor=actor, action="plan_change.scheduled", target=change, now=now,
                                customer=customer, reason_code=change.reason_code, before=None,

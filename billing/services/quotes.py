@@ -19,6 +19,7 @@ from billing.models import (
     INTERVAL_DAYS,
     INTERVAL_RANK,
     ChangeRule,
+    Contract,
     Direction,
     LegalEntity,
     PlanChange,
@@ -30,6 +31,7 @@ from billing.models import (
 from billing.money import minor_unit
 from billing.selectors import (
     billing_date,
+    contract_in_force,
     customer_balance,
     legal_entity_default,
     price_item,
@@ -94,6 +96,7 @@ class PricingContext:
     tax: TaxDecision
     balance: Decimal
     open_changes: list[tuple[int, str, int]]  # (plan change id, status, subscription id): in flight or scheduled
+    contract: Contract | None = None  # in force now: negotiated prices, commitments (billing.services.contracts)
 
 
 def pricing_context(*, subscription: Subscription, now: datetime) -> PricingContext:
@@ -109,6 +112,7 @@ def pricing_context(*, subscription: Subscription, now: datetime) -> PricingCont
                 customer_id=customer.pk, status__in=(*PlanChange.IN_FLIGHT, PlanChange.Status.SCHEDULED)
             ).values_list("pk", "status", "subscription_id")
         ),
+        contract=contract_in_force(subscription_id=subscription.pk, at=now),
     )
 
 
@@ -233,8 +237,8 @@ def _line_json(line: proration.Line, currency: str) -> dict[str, Any]:
     }
 
 
-def _item(price: Price, quantity: int, discount_percent: Decimal) -> proration.Item:
-    return price_item(price=price, quantity=quantity, discount_percent=discount_percent)
+def _item(price: Price, quantity: int, discount_percent: Decimal, contract: Contract | None = None) -> proration.Item:
+    return price_item(price=price, quantity=quantity, discount_percent=discount_percent, contract=contract)
 
 
 def quote_price(
@@ -269,9 +273,15 @@ def quote_price(
                                            decision=decision):
         raise ChangeRefused("tax_not_configured", _("We cannot price this yet: no VAT rate is set up for your "
                                                     "country. Please contact support."))
+    if context.contract is not None:  # commitments of the contract in force: refused with its end date
+        from billing.services.contracts import contract_check_change
+
+        contract_check_change(contract=context.contract, subscription=subscription, to_price=to_price,
+                              quantity=quantity, cancel=cancel,
+                              effective_at=now if rule.timing == Timing.NOW else subscription.current_period_end)
     tax = tax_for_price(decision=decision, price=to_price)
-    current = _item(subscription.price, subscription.quantity, subscription.discount_percent)
-    target = _item(to_price, quantity, subscription.discount_percent)
+    current = _item(subscription.price, subscription.quantity, subscription.discount_percent, context.contract)
+    target = _item(to_price, quantity, subscription.discount_percent, context.contract)
     tz = ZoneInfo(customer.timezone)
     credit_mode, charge_mode = rule.credit, rule.charge
     if subscription.status == Subscription.Status.TRIALING:
@@ -302,6 +312,9 @@ def quote_price(
 
     if cancel:
         target = proration.Item(unit_amount=Decimal(0), quantity=0, interval=to_price.interval)  # no renewal
+    elif context.contract is not None and not context.contract.in_force(new_end if rule.timing == Timing.NOW
+                                                                       else new_start):
+        target = _item(to_price, quantity, subscription.discount_percent)  # the term ends by then: catalog prices
     renewal = proration.totals_for(proration.period_amount(target, currency), tax, Decimal(0), currency)
     return Quote(
         customer=customer, subscription=subscription, subscription_version=subscription.version,

@@ -147,6 +147,10 @@ def _settle(*, row_id: int, change: PlanChange, now: datetime) -> ScheduledChang
         return _finish(row_id, status=ScheduledChange.Status.HANDED_OVER, now=now, plan_change=change,
                        message=f"The change rule applies it at the period end ({change.effective_at:%Y-%m-%d}): "
                                f"plan change {change.pk}")
+    if change.status == PlanChange.Status.PENDING_APPROVAL:  # an approval policy holds it: approvers decide
+        return _finish(row_id, status=ScheduledChange.Status.HANDED_OVER, now=now, plan_change=change,
+                       code="pending_approval",
+                       message=f"Held for approval as plan change {change.pk}; it completes when approved")
     if change.status == PlanChange.Status.REQUIRES_ACTION:
         # Nobody is there to authenticate a staff change: cancel it, nothing is charged.
         try:

@@ -158,6 +158,16 @@ def failure_text(change) -> str:
         "canceled": gettext("The payment was canceled."),
         "authentication_required": gettext("Your bank asks you to confirm this payment."),
         "no_payment_method": gettext("No payment method is saved for this account."),
+        # a change held for approval (billing.services.approvals)
+        "approval_rejected": gettext("It was not approved."),
+        "approval_expired": gettext("It was not decided in time."),
+        "subscription_changed": gettext("The subscription changed while the change waited for approval."),
+        "period_ended": gettext("The billing period the change was priced for has ended."),
+        "balance_changed": gettext("The account balance changed while the change waited for approval."),
+        "tax_changed": gettext("The tax that applies changed while the change waited for approval."),
+        "invoice_unpaid": gettext("A renewal invoice of this subscription is unpaid."),
+        "subscription_not_active": gettext("The subscription is no longer active."),
+        "amount_changed": gettext("Its price changed after it was approved."),
     }
     if isinstance(change, dict):  # an email's context
         code, message = change.get("failure_code", ""), change.get("failure_message", "")

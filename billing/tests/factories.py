@@ -238,3 +238,56 @@ def tiered_price(*, plan: Plan, mode: str = "graduated", bands=((10, "10.00"), (
         PriceTierFactory(price=price, up_to=up_to, unit_amount=Decimal(unit_amount),
                          flat_amount=Decimal(flat[0] if flat else 0))
     return price
+
+
+# --- contracts and approvals -----------------------------------------------------------------------------------
+
+
+def contract_for(s: Setup, *, periods: int = 12, committed_seats: int = 5, minimum_spend: str = "100.00",
+                 budget_cap: str | None = None, purchase_order: str = "PO-4711",
+                 negotiated: dict | None = None, number: str = "ENT-2026-001"):
+    """A contract over the setup's subscription from its current period's start, for `periods` monthly periods,
+    with negotiated prices (default: Basic at 27.00 and Pro at 45.00 instead of 30.00 and 50.00)."""
+    from billing.models import Contract, ContractPrice
+
+    subscription = Subscription.objects.select_related("customer", "price").get(pk=s.subscription.pk)
+    tz = ZoneInfo(subscription.customer.timezone)
+    from billing.services.contracts import contract_term_for
+
+    start, end = contract_term_for(subscription=subscription,
+                                   start_on=subscription.current_period_start.astimezone(tz).date(), periods=periods)
+    contract = Contract.objects.create(
+        customer=s.customer, subscription=subscription, number=number, term_start=start, term_end=end,
+        billing_interval=subscription.price.interval, currency=subscription.price.currency,
+        committed_seats=committed_seats, minimum_spend=Decimal(minimum_spend), purchase_order=purchase_order,
+        budget_cap=Decimal(budget_cap) if budget_cap is not None else None, created_at=start)
+    prices = negotiated if negotiated is not None else {s.basic_month: "27.00", s.pro_month: "45.00"}
+    for price, amount in prices.items():
+        ContractPrice.objects.create(contract=contract, price=price, unit_amount=Decimal(amount))
+    return contract
+
+
+def approver(username: str, *groups: str):
+    """A staff user in those groups (created if need be) with the permission to decide approval requests."""
+    from django.contrib.auth.models import Group, Permission
+
+    user = UserFactory(username=username, is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="decide_approvalrequest"))
+    for name in groups:
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    return get_user_model().objects.get(pk=user.pk)  # fresh: no permission cache
+
+
+def approval_policy(name: str, trigger: str, *roles: str, in_order: bool = True, applies_to: str = "both",
+                    threshold: str | None = None, currency: str = "", hours: int = 72, position: int = 100):
+    """An approval policy whose steps are the given roles (groups, created if need be), in that order."""
+    from django.contrib.auth.models import Group
+
+    from billing.models import ApprovalPolicy, ApprovalPolicyStep
+
+    policy = ApprovalPolicy.objects.create(
+        name=name, trigger=trigger, in_order=in_order, applies_to=applies_to, position=position,
+        threshold=Decimal(threshold) if threshold is not None else None, currency=currency, decide_within_hours=hours)
+    for index, role in enumerate(roles, start=1):
+        ApprovalPolicyStep.objects.create(policy=policy, position=index, group=Group.objects.get_or_create(name=role)[0])
+    return policy

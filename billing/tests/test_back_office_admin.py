@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -81,7 +82,7 @@ def test_the_support_view_shows_everything_support_needs(client, sue, lived_in):
                     "Recent plan changes", "Invoices and credit notes", "Balance", "Entitlements now",
                     "Payments and dunning", "Emails sent", "Audit trail"):
         assert f">{heading}</h2>" in html, heading
-    assert "No contract." in html and "No approvals." in html  # placeholders until contracts exist in this branch
+    assert "No contract." in html and "No approvals." in html
     view = page.context["view"]
     assert [c.pk for c in view.open_changes] == [s.scheduled.pk]
     assert {c.pk for c in view.recent_changes} == {s.first.pk, s.second.pk, s.scheduled.pk}
@@ -303,3 +304,20 @@ def test_the_support_view_lists_staff_changes_waiting_for_their_date(client, sue
     html = client.get(support_url(lived_in)).content.decode()
     section = html.split("Staff changes at a date")[1].split("</section>")[0]
     assert f"#{row.pk}" in section and "Business × 9" in section and "Agreed on the phone" in section
+
+
+def test_the_support_view_shows_the_contract_and_its_approvals(client):
+    import io
+
+    from django.core.management import call_command
+
+    from billing.models import Customer
+
+    call_command("seed_demo", stdout=io.StringIO())
+    umbrella = Customer.objects.get(name="Umbrella AG")
+    contract = umbrella.contracts.get()
+    client.force_login(get_user_model().objects.get(username="sue"))
+    html = client.get(reverse("admin:billing_customer_support", args=[umbrella.pk])).content.decode()
+    section = html.split('id="contract"')[1].split("</section>")[0]
+    assert contract.number in section and f"committed seats {contract.committed_seats}" in section
+    assert "Negotiated prices:" in section and "Amendments:" in section

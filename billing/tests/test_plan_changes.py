@@ -159,12 +159,13 @@ def test_accepting_twice_is_refused_and_charges_once():
     assert LocalPayment.objects.count() == 1
 
 
-def test_change_needing_approval_is_refused_with_reason():
+def test_change_needing_approval_nobody_is_set_up_to_give_is_refused_with_reason():
+    """With an approval policy it is held instead (billing/tests/test_approvals.py)."""
     s = subscription_setup()
     ChangeRule.objects.filter(name="Upgrades").update(requires_approval=True)
     with pytest.raises(BillingError) as info:
         quote_accept(quote=make_quote(s), actor=s.owner, now=MID_JANUARY)
-    assert info.value.code == "approval_required"
+    assert info.value.code == "approval_not_configured"
     assert not PlanChange.objects.exists()
 
 

@@ -739,7 +739,8 @@ def test_a_second_click_while_the_first_is_being_charged_waits_and_charges_nothi
     assert not PlanChange.objects.exists() and not LocalPayment.objects.exists()
 
 
-def test_a_change_needing_approval_is_refused_with_a_message(client, setup):
+def test_a_change_needing_approval_nobody_can_give_is_refused_with_a_message(client, setup):
+    """With an approval policy it is submitted for approval instead (portal/tests/test_views_approvals.py)."""
     ChangeRule.objects.create(position=10, name="Business needs approval", to_plan=setup.business,
                               requires_approval=True)
     logged_in(client, setup.owner)
@@ -747,7 +748,7 @@ def test_a_change_needing_approval_is_refused_with_a_message(client, setup):
     before = state(setup)
     response = confirm(client, setup, quote)
     assert response.url == url("review", setup.customer.pk, quote.pk)
-    assert ("This change needs approval by our team; contact support to have it approved."
+    assert ("This change needs approval, but no approver is set up for it; contact support."
             in messages_of(client.get(response.url)))
     assert state(setup) == before and not PlanChange.objects.exists() and not LocalPayment.objects.exists()
 

@@ -103,9 +103,31 @@ CUSTOMERS = [
      [("kenji", "owner")], [("analytics", "business", "month", 3)]),
     ("Société Exemple SA", "compta@exemple.example", "FR", "EUR", "Europe/Paris", "day",
      ("pm_card_visa", "Visa ending 4242"), [("fleur", "owner")], [("analytics", "pro", "month", 8)]),
+    ("Umbrella AG", "einkauf@umbrella.example", "DE", "EUR", "Europe/Berlin", "day", ("pm_card_visa", "Visa ending 4242"),
+     [("uma", "owner")], [("analytics", "business", "month", 60)]),
 ]
 VAT_IDS = {"Société Exemple SA": "FR40303265045"}  # a valid French VAT ID: invoices are reverse-charged
 RENEWAL_DUE = {"Initech Ltd"}  # monthly; its card declines, so the demo shows a past-due account
+# Umbrella's enterprise contract over Analytics Business: committed seats and spend, negotiated prices (EUR per seat
+# and month; the catalog asks 50 and 90), a budget cap per change and renewal terms.
+CONTRACT = {"number": "ENT-2026-001", "customer": "Umbrella AG", "periods": 12, "committed_seats": 50,
+            "minimum_spend": "2500.00", "purchase_order": "PO-2026-0815", "budget_cap": "1000.00",
+            "prices": {"business": "45.00", "enterprise": "80.00"}}
+# Approval policies: position, name, applies to, trigger, threshold, currency, roles in order
+APPROVAL_POLICIES = [
+    (10, "Price overrides: sales manager, then finance", "amendments", "price_override", None, "",
+     ["Sales managers", "Finance"]),
+    (20, "Discounts deeper than 25 %: sales manager, then finance", "amendments", "discount_above", "25", "",
+     ["Sales managers", "Finance"]),
+    (30, "Term changes: sales manager", "amendments", "term_change", None, "", ["Sales managers"]),
+    (40, "More than €5,000 due: finance", "both", "amount_due_above", "5000", "EUR", ["Finance"]),
+    (50, "Over the customer's budget cap: sales manager", "customer_changes", "budget_cap", None, "",
+     ["Sales managers"]),
+    (60, "Change rules that ask for approval: sales manager", "customer_changes", "change_rule", None, "",
+     ["Sales managers"]),
+]
+APPROVER_PERMISSIONS = ["decide_approvalrequest", "view_approvalrequest", "view_approvalpolicy", "view_contract",
+                        "view_contractprice", "view_amendment", "view_planchange", "view_customer"]
 
 RULES = [
     # position, name, match, decision
@@ -136,23 +158,29 @@ CATALOG_VIEW = ["view_product", "view_plan", "view_price", "view_pricetier", "vi
                 "view_changerule"]
 ACCOUNT_VIEW = ["view_customer", "view_membership", "view_paymentmethod", "view_subscription", "view_quote",
                 "view_planchange"]
+AMENDMENT_DRAFTING = ["view_contract", "view_contractprice", "view_amendment", "add_amendment", "change_amendment",
+                      "view_subscription"]
+BULK_CHANGES = ["view_bulkjob", "add_bulkjob", "run_bulk_job", "view_scheduledchange", "add_scheduledchange",
+                "change_scheduledchange"]
 STAFF_GROUPS = {
     # Answers customers: sees everything about an account, retries the sweep and cancels scheduled changes
-    # ("change" on subscriptions and plan changes: their terms stay read-only), upgrades in an emergency, rolls back.
+    # ("change" on subscriptions and plan changes: their terms stay read-only), upgrades in an emergency, rolls back,
+    # schedules staff changes and runs bulk jobs.
     "Support": [*ACCOUNT_VIEW, *CATALOG_VIEW, "support_view", "view_invoice", "view_invoiceline", "download_invoice",
                 "view_paymentattempt", "view_balanceentry", "view_notification", "view_auditevent", "view_cashrefund",
                 "view_planchangerollback", "change_subscription", "change_planchange", "emergency_upgrade",
-                "rollback_plan_change"],
-    # Sells: sees accounts, the catalog and quotes (drafting amendments comes with contracts).
-    "Sales": [*ACCOUNT_VIEW, *CATALOG_VIEW],
-    # Approvers: what sales sees; the approval permissions come with contracts.
-    "Sales managers": [*ACCOUNT_VIEW, *CATALOG_VIEW],
-    # Documents, exports, cash refunds; rolls back changes (and may pay them back in cash).
+                "rollback_plan_change", *BULK_CHANGES],
+    # Sells: sees accounts, the catalog and quotes; drafts contract amendments (approvers decide them).
+    "Sales": [*ACCOUNT_VIEW, *CATALOG_VIEW, *AMENDMENT_DRAFTING],
+    # Approvers: what sales does, and decides approval requests as "Sales managers".
+    "Sales managers": [*ACCOUNT_VIEW, *CATALOG_VIEW, *AMENDMENT_DRAFTING, *APPROVER_PERMISSIONS],
+    # Documents, exports, cash refunds; rolls back changes (and may pay them back in cash); decides approval
+    # requests as "Finance".
     "Finance": ["view_invoice", "view_invoiceline", "download_invoice", "export_invoices", "refund_credit_note",
                 "view_cashrefund", "view_customer", "view_exchangerate", "add_exchangerate", "change_exchangerate",
                 "view_balanceentry", "view_legalentity", "view_paymentattempt", "view_notification",
                 "view_subscription", "view_planchange", "view_auditevent", "view_planchangerollback", "support_view",
-                "rollback_plan_change"],
+                "rollback_plan_change", *APPROVER_PERMISSIONS],
 }
 DEMO_STAFF = [("sue", "Sue", "Support"), ("sam", "Sam", "Sales"), ("maria", "Maria", "Sales managers"),
               ("fiona", "Fiona", "Finance")]
@@ -243,10 +271,14 @@ class Command(BaseCommand):
                 staff.set_password(DEMO_PASSWORD)
                 staff.save()
             staff.groups.add(Group.objects.get(name=group_name))
+        self._approvals(Group.objects.get(name="Finance"), now)
         token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; support: sue, sales: sam, sales manager: maria, "
                           f"finance: fiona / {DEMO_PASSWORD}")
+        self.stdout.write(f"  Approvers:          maria (sales manager), fiona (finance); password {DEMO_PASSWORD}")
+        self.stdout.write(f"  Enterprise:         uma (owner, Umbrella AG, contract {CONTRACT['number']}: budget cap "
+                          f"€1,000 per change, negotiated prices, a draft amendment to submit)")
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
                           f"erin (Initech, GBP, card declines: past due), kenji (Tanaka KK, JPY), "
@@ -300,3 +332,43 @@ class Command(BaseCommand):
             Subscription.objects.create(customer=customer, product=product, price=price, quantity=quantity,
                                         seats_in_use=min(quantity, 2), current_period_start=start,
                                         current_period_end=end)
+
+    def _approvals(self, finance, now) -> None:
+        """Approval policies (their roles are the staff groups above) and Umbrella's contract with a draft amendment."""
+        from billing.models import Amendment, ApprovalPolicy, ApprovalPolicyStep, Contract, ContractPrice
+        from billing.services.contracts import amendment_save_draft, contract_term_for
+
+        sales_managers = Group.objects.get(name="Sales managers")  # its permissions and maria: STAFF_GROUPS, DEMO_STAFF
+        groups = {"Sales managers": sales_managers, "Finance": finance}
+        for position, name, applies_to, trigger, threshold, currency, roles in APPROVAL_POLICIES:
+            policy, _ = ApprovalPolicy.objects.update_or_create(position=position, defaults={
+                "name": name, "applies_to": applies_to, "trigger": trigger, "currency": currency, "in_order": True,
+                "threshold": Decimal(threshold) if threshold is not None else None})
+            if [step.group.name for step in policy.steps.order_by("position")] != roles:
+                policy.steps.all().delete()
+                ApprovalPolicyStep.objects.bulk_create([
+                    ApprovalPolicyStep(policy=policy, position=index, group=groups[role])
+                    for index, role in enumerate(roles, start=1)])
+        subscription = Subscription.objects.select_related("customer", "price").filter(
+            customer__name=CONTRACT["customer"]).exclude(status=Subscription.Status.CANCELLED).first()
+        if subscription is None or Contract.objects.filter(number=CONTRACT["number"]).exists():
+            return
+        tz = ZoneInfo(subscription.customer.timezone)
+        start, end = contract_term_for(subscription=subscription,
+                                       start_on=subscription.current_period_start.astimezone(tz).date(),
+                                       periods=CONTRACT["periods"])
+        contract = Contract.objects.create(
+            customer=subscription.customer, subscription=subscription, number=CONTRACT["number"], term_start=start,
+            term_end=end, billing_interval=subscription.price.interval, currency=subscription.price.currency,
+            committed_seats=CONTRACT["committed_seats"], minimum_spend=Decimal(CONTRACT["minimum_spend"]),
+            purchase_order=CONTRACT["purchase_order"], budget_cap=Decimal(CONTRACT["budget_cap"]), auto_renew=True,
+            created_at=start)
+        for plan_code, amount in CONTRACT["prices"].items():
+            price = Price.objects.get(plan__product=subscription.product, plan__code=plan_code,
+                                      currency=contract.currency, interval=contract.billing_interval, is_active=True)
+            ContractPrice.objects.create(contract=contract, price=price, unit_amount=Decimal(amount))
+        amendment_save_draft(amendment=Amendment(
+            contract=contract, kind=Amendment.Kind.CHANGE_PRICE, unit_amount=Decimal("42.00"),
+            effective_on=now.astimezone(tz).date(),
+            note="Loyalty discount agreed with Umbrella's procurement (demo: submit it, then approve as maria and "
+                 "fiona)."), actor=get_user_model().objects.get(username="admin"), now=now)
