@@ -6,7 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing.errors import ChangeConflict
-from billing.models import PlanChange
+from billing.models import PlanChange, ScheduledChange
 from billing.services.bulk_jobs import bulk_job_dispatch, bulk_job_finish_if_done
 from billing.services.collection import (
     invoice_collect,
@@ -106,8 +106,12 @@ def apply_scheduled_changes(scheduled_change_ids: list[int], job_id: int | None 
     after its worker was killed, applies each change once."""
     now = timezone.now()
     done = scheduled_changes_run(ids=scheduled_change_ids, now=now)
-    if job_id is not None:
-        bulk_job_finish_if_done(job_id=job_id, now=now)
+    # The sweep's chunks carry bulk-job rows too (dated later, or resumed after a worker died): finish those jobs.
+    job_ids = {job_id} if job_id is not None else set()
+    job_ids |= set(ScheduledChange.objects.filter(pk__in=scheduled_change_ids, job__isnull=False)
+                   .values_list("job_id", flat=True).distinct())
+    for each in sorted(job_ids):
+        bulk_job_finish_if_done(job_id=each, now=now)
     return done
 
 

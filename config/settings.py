@@ -185,6 +185,10 @@ if not REDIS_URL:
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
     }
+if REDIS_URL:
+    # A task taken by a worker that died (acks_late) goes back to the queue after this long, not Redis's default hour.
+    # It must exceed the longest countdown of a retried task (Celery's retry backoff stops at 10 minutes).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 1800}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
@@ -229,6 +233,8 @@ RENEWAL_RETRY_SCHEDULE = env.list("RENEWAL_RETRY_SCHEDULE_DAYS", cast=int, defau
 # The period-end sweep retries a subscription or scheduled change whose step raised (1, 2, 4 … minutes apart)
 # and parks it as "needs attention" in admin after this many errors in a row.
 SWEEP_MAX_FAILURES = env.int("SWEEP_MAX_FAILURES", default=5)
+# A worker owns a staff change it is applying for this long; after that (it died) the sweep takes it over.
+SCHEDULED_CHANGE_LEASE_SECONDS = env.int("SCHEDULED_CHANGE_LEASE_SECONDS", default=120)
 # Staff may roll back an applied plan change for this many days after it applied (docs/back-office.md).
 ROLLBACK_WINDOW_DAYS = env.int("ROLLBACK_WINDOW_DAYS", default=14)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))

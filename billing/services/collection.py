@@ -164,9 +164,9 @@ def invoice_payment_record(*, attempt_id: int, result: PaymentResult, now: datet
     next retry is planned (or the subscription ends); authentication needed → the customer is asked."""
     attempt = PaymentAttempt.objects.select_related("invoice").get(pk=attempt_id)
     with transaction.atomic():
-        Customer.objects.select_for_update().get(pk=attempt.invoice.customer_id)
+        Customer.objects.select_for_update(no_key=True).get(pk=attempt.invoice.customer_id)
         if attempt.invoice.subscription_id:
-            Subscription.objects.select_for_update(of=("self",)).get(pk=attempt.invoice.subscription_id)
+            Subscription.objects.select_for_update(of=("self",), no_key=True).get(pk=attempt.invoice.subscription_id)
         invoice = Invoice.objects.select_for_update(of=("self",)).select_related("customer", "subscription__price__plan") \
             .get(pk=attempt.invoice_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)

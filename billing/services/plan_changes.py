@@ -35,9 +35,11 @@ logger = logging.getLogger(__name__)
 
 def _lock(customer_id: int, subscription_id: int, plan_change_id: int | None = None):
     """Lock customer → subscription → plan change. `of=("self",)`: never the joined catalog rows,
-    which every customer shares (locking them would serialise and deadlock unrelated customers)."""
-    customer = Customer.objects.select_for_update().get(pk=customer_id)
-    subscription = (Subscription.objects.select_for_update(of=("self",)).select_related("price__plan")
+    which every customer shares (locking them would serialise and deadlock unrelated customers). `no_key`
+    (FOR NO KEY UPDATE): we never change a key, and it lets the foreign-key checks of a quote being saved
+    for the same subscription (FOR KEY SHARE, taken in another order) pass instead of deadlocking."""
+    customer = Customer.objects.select_for_update(no_key=True).get(pk=customer_id)
+    subscription = (Subscription.objects.select_for_update(of=("self",), no_key=True).select_related("price__plan")
                     .get(pk=subscription_id))
     plan_change = None
     if plan_change_id is not None:

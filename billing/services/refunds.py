@@ -50,7 +50,7 @@ def credit_note_refund(*, credit_note: Invoice, actor: AbstractBaseUser, reason:
     if pending is not None:  # its outcome is unknown: ask again with the same key, never a second refund
         return _cash_refund_settle(refund=pending, actor=actor, now=now)
     with transaction.atomic():
-        customer = Customer.objects.select_for_update().get(pk=credit_note.customer_id)
+        customer = Customer.objects.select_for_update(no_key=True).get(pk=credit_note.customer_id)
         if CashRefund.objects.filter(credit_note=credit_note).exclude(status=CashRefund.Status.FAILED).exists():
             raise ChangeConflict("already_refunded", f"{credit_note.number} has already been refunded in cash.")
         if customer_balance(customer=customer, currency=currency) < amount:
@@ -85,7 +85,7 @@ def _cash_refund_settle(*, refund: CashRefund, actor: AbstractBaseUser, now: dat
         raise ChangeConflict("payment_unavailable", "The payment provider did not answer; the refund is recorded as "
                              "pending. Refund again to ask once more: it will not be paid twice.", status=503) from None
     with transaction.atomic():
-        customer = Customer.objects.select_for_update().get(pk=refund.customer_id)
+        customer = Customer.objects.select_for_update(no_key=True).get(pk=refund.customer_id)
         refund = CashRefund.objects.select_for_update().get(pk=refund.pk)
         if refund.status != CashRefund.Status.PENDING:
             return refund

@@ -18,11 +18,15 @@ from django.db.models import Q, QuerySet
 
 from billing.errors import BillingError, ChangeConflict, ChangeRefused
 from billing.models import PlanChange, Price, ScheduledChange, Subscription
+from billing.money import format_amount
 from billing.services.audit import audit_event_record
 from billing.services.plan_changes import plan_change_cancel, quote_accept
 from billing.services.quotes import quote_create
 
 logger = logging.getLogger(__name__)
+
+# How long a worker owns a row it is applying; a row still processing after that is taken over (its worker died).
+PROCESSING_LEASE = timedelta(seconds=settings.SCHEDULED_CHANGE_LEASE_SECONDS)
 
 # Conflicts that pass (another change of the account is under way, the quote went stale): try again soon.
 _TRY_AGAIN = {"change_in_progress", "quote_expired", "subscription_changed", "balance_changed", "tax_changed",
@@ -104,13 +108,16 @@ def scheduled_change_apply(*, scheduled_change_id: int, now: datetime) -> Schedu
         row = ScheduledChange.objects.select_for_update().get(pk=scheduled_change_id)
         if row.status not in ScheduledChange.OPEN or row.effective_at > now:
             return row
+        if row.status == ScheduledChange.Status.PROCESSING and row.retry_at is not None and row.retry_at > now:
+            return row  # another worker holds it (its lease runs until retry_at); resumed after that if it died
         earlier = ScheduledChange.objects.filter(subscription_id=row.subscription_id, status__in=ScheduledChange.OPEN,
                                                  effective_at__lt=row.effective_at)
         if earlier.exists():
             return row  # date order: the earlier change of this subscription goes first
         row.status = ScheduledChange.Status.PROCESSING
         row.attempts += 1
-        row.save(update_fields=["status", "attempts"])
+        row.retry_at = now + PROCESSING_LEASE
+        row.save(update_fields=["status", "attempts", "retry_at"])
     if row.quote_id is None:
         subscription = Subscription.objects.select_related("customer", "price__plan").get(pk=row.subscription_id)
         try:
@@ -142,7 +149,8 @@ def scheduled_change_apply(*, scheduled_change_id: int, now: datetime) -> Schedu
 def _settle(*, row_id: int, change: PlanChange, now: datetime) -> ScheduledChange:
     if change.status == PlanChange.Status.APPLIED:
         return _finish(row_id, status=ScheduledChange.Status.APPLIED, now=now, plan_change=change,
-                       message=f"Applied as plan change {change.pk}; {change.amount_due} {change.currency} due")
+                       message=f"Applied as plan change {change.pk}; {format_amount(change.amount_due, change.currency)} "
+                               f"{change.currency} charged")
     if change.status == PlanChange.Status.SCHEDULED:
         return _finish(row_id, status=ScheduledChange.Status.HANDED_OVER, now=now, plan_change=change,
                        message=f"The change rule applies it at the period end ({change.effective_at:%Y-%m-%d}): "

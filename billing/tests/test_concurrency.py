@@ -340,10 +340,6 @@ def test_four_workers_running_one_chunk_of_due_staff_changes_apply_and_charge_ea
     assert AuditEvent.objects.filter(action="scheduled_change.applied").count() == len(ids)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: lock-order inversion. quote_create's INSERT checks its deferred foreign keys at COMMIT, taking FOR KEY SHARE "
-    "on the subscription and then the customer; _lock (quote_accept, the sweep) takes FOR UPDATE on the customer "
-    "and then the subscription. A quote made for a subscription while a change of it is being accepted deadlocks"))
 def test_a_staff_change_resumed_while_the_customer_quotes_the_same_subscription_does_not_deadlock():
     """Orchestrated with a row lock, so the interleaving is the same on every run: the sweep resuming a staff change
     (its worker died after quoting) queues for the customer first, the customer's new quote commits second."""
