@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import resource
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -240,51 +238,7 @@ def check(*, customer_ids: list[int], subscription_ids: list[int], end, next_end
 # --- the run ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Meter:
-    """CPU and database counters at one instant, to subtract."""
-
-    workers: dict[str, float]
-    machine: tuple[float, float]
-    processes: dict[int, tuple[str, float]]
-    postgres: float | None
-    database: dict[str, float]
-    own: float
-    load: str
-
-    @classmethod
-    def read(cls, workers: list[workerkit.Worker], database_url: str) -> Meter:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return cls(workers={w.name: w.cpu_seconds() for w in workers}, machine=workerkit.machine_cpu(),
-                   processes=workerkit.cpu_snapshot(), postgres=workerkit.postgres_server_cpu(),
-                   database=workerkit.database_stats(database_url), own=usage.ru_utime + usage.ru_stime,
-                   load=workerkit.load_average())
-
-    @staticmethod
-    def report(before: Meter, after: Meter, *, workers: list[workerkit.Worker], invoices: int,
-               elapsed: float) -> list[str]:
-        worker_cpu = {name: after.workers[name] - before.workers[name] for name in after.workers}
-        busy = after.machine[0] - before.machine[0]
-        total = after.machine[1] - before.machine[1]
-        redis_pids = {pid for pid, (command, _) in after.processes.items() if command.startswith("redis-server")}
-        redis_cpu = sum(after.processes[pid][1] - before.processes.get(pid, ("", 0.0))[1] for pid in redis_pids)
-        lines = [
-            "CPU over the run: " + ", ".join(f"{name.split('@')[0]} {sec:.1f} s" for name, sec in worker_cpu.items())
-            + f" ({1000 * sum(worker_cpu.values()) / invoices:.0f} ms of worker CPU per invoice)"
-            + (f", PostgreSQL server {after.postgres - before.postgres:.1f} s (all databases)"
-               if after.postgres is not None and before.postgres is not None else "")
-            + f", Redis {redis_cpu:.1f} s, this script {after.own - before.own:.1f} s; the machine was busy "
-            f"{busy:.0f} of {total:.0f} CPU-seconds ({100 * busy / total:.0f}%) in {elapsed:.1f} s"]
-        if after.database and before.database:
-            d = {key: after.database[key] - before.database[key] for key in after.database}
-            lines.append(f"benchmark database: {d['sessions']:.0f} sessions opened (connections), {d['commits']:.0f} "
-                         f"commits, {d['rollbacks']:.0f} rollbacks, {d['active_seconds']:.1f} s executing statements")
-        ours = {pid for w in workers for pid in w.pids()} | redis_pids | {os.getpid()}
-        others = workerkit.cpu_top(before.processes, after.processes, exclude=ours)
-        if others:
-            lines.append("other processes that used CPU meanwhile (ones that started and ended during the run are "
-                         "not seen): " + "; ".join(f"{sec:.1f} s {cmd}" for sec, _pid, cmd in others))
-        return lines
+Meter = workerkit.Meter  # CPU and database counters at one instant, to subtract
 
 
 def fmt(seconds: float | None) -> str:
@@ -355,7 +309,7 @@ def main() -> int:
             print("per task, as the workers logged it (time inside the task; window in s after the clock started):")
             for line in workerkit.task_table(runs, clock_start=clock_wall, workers=args.workers):
                 print("  " + line)
-        for line in Meter.report(before, after, workers=workers, invoices=n, elapsed=progress.elapsed):
+        for line in Meter.report(before, after, workers=workers, items=n, elapsed=progress.elapsed):
             print(line)
         for line in problems[:10]:
             print(f"  worker problem: {line}")

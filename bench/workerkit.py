@@ -174,13 +174,14 @@ class Worker:
 
 
 def start_workers(env: dict[str, str], *, count: int, log_dir: Path, prefix: str, concurrency: int = 1,
-                  queues: str = "celery") -> list[Worker]:
-    """`count` worker processes, each with its own hostname and log file in `log_dir`."""
+                  queues: str = "celery", app: str = "config") -> list[Worker]:
+    """`count` worker processes, each with its own hostname and log file in `log_dir`. `app` is the Celery app
+    module (another one only for experiments: a module outside the repository that patches something)."""
     workers = []
     for index in range(1, count + 1):
         name = f"{prefix}-{index}-{os.getpid()}@{os.uname().nodename}"
         logfile = log_dir / f"worker-{index}.log"
-        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", str(concurrency),
+        command = [sys.executable, "-m", "celery", "-A", app, "worker", "--concurrency", str(concurrency),
                    "--pool", "prefork", "-Q", queues, "--without-heartbeat", "--without-mingle", "--without-gossip",
                    "--hostname", name, "--loglevel", "INFO"]
         if index == 1:
@@ -389,3 +390,397 @@ def database_stats(database_url: str) -> dict[str, float]:
 
 def load_average() -> str:
     return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def code_state() -> str:
+    """Which code ran: HEAD and the application files changed but not committed (others edit the same checkout)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    if (ROOT / "SNAPSHOT").is_file() and not (ROOT / ".git").exists():  # a copy made with `git archive`
+        return "code: " + (ROOT / "SNAPSHOT").read_text().strip()
+    head = git("log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M")
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+               if line[3:].endswith(".py") and not line[3:].startswith("bench/") and "/tests/" not in line[3:]]
+    return f"code: HEAD {head or '?'}" + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
+def fmt(seconds: float | None) -> str:
+    return f"{seconds:.1f} s" if seconds is not None else "not reached"
+
+
+# --- the benchmark database and its data ----------------------------------------------------------------
+
+
+def app_database(env: dict[str, str], database_url: str, *, fresh: bool) -> None:
+    """(Re)create the benchmark database, run `migrate` and `seed_demo` (catalog, change rules, tax rates, the
+    legal entity, the admin user), then set Django up in this process with `env`."""
+    from loadkit import manage, prepare_database
+
+    prepare_database(database_url, fresh=fresh)
+    log("migrating")
+    manage(env, "migrate", "--noinput")
+    log("seeding demo data")
+    manage(env, "seed_demo")
+    django_setup(env)
+
+
+def scoped(field: str, ids: list[int]) -> dict:
+    """A filter on ids: a range when they are contiguous (cheap to poll), else IN."""
+    if ids and max(ids) - min(ids) + 1 == len(ids):
+        return {f"{field}__gte": min(ids), f"{field}__lte": max(ids)}
+    return {f"{field}__in": ids}
+
+
+def catalog_price(product: str, plan: str, currency: str = "EUR", interval: str = "month"):
+    from billing.models import Price
+
+    return Price.objects.select_related("plan__product").get(
+        plan__product__code=product, plan__code=plan, currency=currency, interval=interval, is_active=True)
+
+
+@dataclass
+class Customers:
+    """What customers_with_subscriptions() created: ids in creation order, the subscriptions themselves."""
+
+    customer_ids: list[int]
+    subscriptions: list  # billing.models.Subscription, with .customer and .price (plan, product) set
+    start: object  # datetime: every subscription's current period
+    end: object
+
+    @property
+    def subscription_ids(self) -> list[int]:
+        return [s.pk for s in self.subscriptions]
+
+
+def customers_with_subscriptions(count: int, *, tag: str, label: str, price, seats: int, start, end,
+                                 timezone_name: str = "Europe/Berlin", card: str = "pm_card_visa") -> Customers:
+    """`count` customers in DE (EUR, `timezone_name` as billing timezone), each with a default card on the local
+    gateway and one active subscription to `seats` × `price` for the period `start` … `end`, with bulk_create."""
+    from django.db import transaction
+
+    from billing.models import Customer, PaymentMethod, Subscription
+
+    with transaction.atomic():
+        customers = Customer.objects.bulk_create([
+            Customer(name=f"{label} {tag} {i:05d}", email=f"billing+{tag}-{i}@{label.lower().replace(' ', '-')}.example",
+                     currency="EUR", country="DE", timezone=timezone_name, language="en",
+                     address=f"{label} {i}\nMusterweg {i}\n10115 Berlin")
+            for i in range(1, count + 1)], batch_size=1000)
+        PaymentMethod.objects.bulk_create([
+            PaymentMethod(customer=customer, gateway="local", reference=card, label="Visa ending 4242",
+                          is_default=True) for customer in customers], batch_size=1000)
+        subscriptions = Subscription.objects.bulk_create([
+            Subscription(customer=customer, product=price.plan.product, price=price, quantity=seats,
+                         seats_in_use=2, status=Subscription.Status.ACTIVE, current_period_start=start,
+                         current_period_end=end) for customer in customers], batch_size=1000)
+    return Customers(customer_ids=[c.pk for c in customers], subscriptions=subscriptions, start=start, end=end)
+
+
+def series_failures() -> list[str]:
+    """Every document series (invoices and credit notes) must hold exactly the numbers 1 … next_number − 1."""
+    from billing.models import DocumentSeries, Invoice
+
+    failures = []
+    for series in DocumentSeries.objects.all():
+        head = f"{series.prefix}-{series.year}-"
+        taken = sorted(int(number.removeprefix(head)) for number in Invoice.objects.filter(
+            legal_entity_id=series.legal_entity_id, kind=series.kind, number__startswith=head,
+        ).values_list("number", flat=True))
+        if taken != list(range(1, series.next_number)):
+            missing = sorted(set(range(1, series.next_number)) - set(taken))
+            failures.append(f"series {head} ({series.kind}): {len(taken)} numbers for next_number "
+                            f"{series.next_number}, missing {missing[:5]}, duplicates {len(taken) - len(set(taken))}")
+    return failures
+
+
+# --- a run with workers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Meter:
+    """CPU and database counters at one instant, to subtract."""
+
+    workers: dict[str, float]
+    machine: tuple[float, float]
+    processes: dict[int, tuple[str, float]]
+    postgres: float | None
+    database: dict[str, float]
+    own: float
+    load: str
+
+    @classmethod
+    def read(cls, workers: list[Worker], database_url: str) -> Meter:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(workers={w.name: w.cpu_seconds() for w in workers}, machine=machine_cpu(),
+                   processes=cpu_snapshot(), postgres=postgres_server_cpu(),
+                   database=database_stats(database_url), own=usage.ru_utime + usage.ru_stime,
+                   load=load_average())
+
+    @staticmethod
+    def report(before: Meter, after: Meter, *, workers: list[Worker], items: int, elapsed: float,
+               unit: str = "invoice") -> list[str]:
+        worker_cpu = {name: after.workers[name] - before.workers[name] for name in after.workers}
+        busy = after.machine[0] - before.machine[0]
+        total = after.machine[1] - before.machine[1]
+        redis_pids = {pid for pid, (command, _) in after.processes.items() if command.startswith("redis-server")}
+        redis_cpu = sum(after.processes[pid][1] - before.processes.get(pid, ("", 0.0))[1] for pid in redis_pids)
+        lines = [
+            "CPU over the run: " + ", ".join(f"{name.split('@')[0]} {sec:.1f} s" for name, sec in worker_cpu.items())
+            + f" ({1000 * sum(worker_cpu.values()) / max(items, 1):.0f} ms of worker CPU per {unit})"
+            + (f", PostgreSQL server {after.postgres - before.postgres:.1f} s (all databases)"
+               if after.postgres is not None and before.postgres is not None else "")
+            + f", Redis {redis_cpu:.1f} s, this script {after.own - before.own:.1f} s; the machine was busy "
+            f"{busy:.0f} of {total:.0f} CPU-seconds ({100 * busy / max(total, 1e-9):.0f}%) in {elapsed:.1f} s"]
+        if after.database and before.database:
+            d = {key: after.database[key] - before.database[key] for key in after.database}
+            lines.append(f"benchmark database: {d['sessions']:.0f} sessions opened (connections), {d['commits']:.0f} "
+                         f"commits ({d['commits'] / max(items, 1):.1f} per {unit}, autocommit statements included), "
+                         f"{d['rollbacks']:.0f} rollbacks, "
+                         f"{d['active_seconds']:.1f} s executing statements")
+        ours = {pid for w in workers for pid in w.pids()} | redis_pids | {os.getpid()}
+        others = cpu_top(before.processes, after.processes, exclude=ours)
+        if others:
+            lines.append("other processes that used CPU meanwhile (ones that started and ended during the run are "
+                         "not seen): " + "; ".join(f"{sec:.1f} s {cmd}" for sec, _pid, cmd in others))
+        return lines
+
+
+class WaitSampler:
+    """Wraps a progress function: every poll also samples what the benchmark database's other sessions (the
+    workers') are doing in pg_stat_activity: idle (the worker is outside any transaction: Python, the broker),
+    idle in transaction (Python between statements while the transaction and its locks stay open), or active on a
+    statement, and if so what it waits for (Lock:transactionid is a row lock held by another transaction,
+    IO:WALSync / LWLock:WALWrite a commit waiting for the disk, none: running)."""
+
+    def __init__(self, progress: Callable[[], dict[str, int]], *, target: tuple[str, int] | None = None) -> None:
+        self.progress = progress
+        self.target = target  # (count, value): samples before it is reached and after are reported apart
+        self.polls: dict[str, int] = {}
+        self.seen: dict[str, dict[tuple[str, str, str], int]] = {}
+
+    def reset(self) -> None:
+        self.polls.clear()
+        self.seen.clear()
+
+    def __call__(self) -> dict[str, int]:
+        counts = self.progress()
+        phase = "all"
+        if self.target is not None:
+            key, value = self.target
+            phase = f"until {key} {value}" if counts.get(key, 0) < value else f"after {key} {value}"
+        seen = self.seen.setdefault(phase, {})
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                           "AND backend_type = 'client backend'")
+            rows = cursor.fetchall()
+        self.polls[phase] = self.polls.get(phase, 0) + 1
+        for state, wait_type, wait_event, query in rows:
+            if state == "idle":
+                key = ("idle", "", "")
+            elif state == "active":
+                key = ("active", f"{wait_type}:{wait_event}" if wait_type else "running",
+                       _short(query_shape(" ".join((query or "").split())), 110))
+            else:
+                key = (state or "?", "", _short(query_shape(" ".join((query or "").split())), 110))
+            seen[key] = seen.get(key, 0) + 1
+        return counts
+
+    def report(self, top: int = 12) -> list[str]:
+        lines = []
+        for phase, seen in self.seen.items():
+            total = sum(seen.values())
+            if not total:
+                continue
+            by_state: dict[str, int] = {}
+            for (state, _wait, _query), n in seen.items():
+                by_state[state] = by_state.get(state, 0) + n
+            lines.append(f"what the workers' database sessions were doing, {phase} ({total} samples in "
+                         f"{self.polls[phase]} polls): " + ", ".join(
+                             f"{state} {100 * n / total:.0f}%" for state, n in
+                             sorted(by_state.items(), key=lambda kv: -kv[1])))
+            busy = sorted(((n, key) for key, n in seen.items() if key[0] != "idle"), reverse=True)
+            for n, (state, wait, query) in busy[:top]:
+                label = f"{state} {wait}" if wait else state
+                lines.append(f"  {100 * n / total:5.1f}%  {label:<28} {query}")
+        return lines
+
+
+@dataclass
+class WorkerRun:
+    """What run_with_workers() saw: the progress, the meters, the workers' task runs and problems."""
+
+    progress: Progress
+    before: Meter
+    after: Meter
+    clock_wall: float
+    runs: list[TaskRun]
+    problems: list[str]
+    waiting: int
+    workers: list[Worker]
+    waits: WaitSampler | None = None
+
+    def report(self, *, items: int, unit: str) -> list[str]:
+        lines = []
+        if self.runs:
+            lines.append("per task, as the workers logged it (time inside the task; window in s after the clock "
+                         "started):")
+            lines += ["  " + line for line in task_table(self.runs, clock_start=self.clock_wall,
+                                                         workers=len(self.workers))]
+        lines += Meter.report(self.before, self.after, workers=self.workers, items=items,
+                              elapsed=self.progress.elapsed, unit=unit)
+        if self.waits is not None:
+            lines += self.waits.report()
+        lines += [f"  worker problem: {line}" for line in self.problems[:10]]
+        return lines
+
+
+def run_with_workers(env: dict[str, str], *, database_url: str, redis_url: str, count: int, log_dir: Path,
+                     prefix: str, start: Callable[[], None], progress: Callable[[], dict[str, int]],
+                     targets: dict[str, int], timeout: float, workers_out: list[Worker],
+                     app: str = "config") -> WorkerRun:
+    """Flush Redis, start `count` workers and wait until they are ready, then start the clock, call `start()`
+    (send the task, or confirm the job) and watch `progress()` until every count reaches its target or
+    `timeout`. The workers are appended to `workers_out` as they start, so the caller's `finally` can stop them
+    whatever happens; they are stopped here once the run is measured."""
+    from django.db import connections
+
+    connections.close_all()
+    redis_flush(redis_url)  # seed_demo's own after-commit tasks too: not part of the run
+    workers_out.extend(start_workers(env, count=count, log_dir=log_dir, prefix=prefix, app=app))
+    log(f"workers ready in {wait_ready(workers_out):.1f} s")
+    progress = WaitSampler(progress, target=next(iter(targets.items())))  # the first target is the benchmark's
+    progress()  # connect before the clock starts
+    progress.reset()
+    before = Meter.read(workers_out, database_url)
+    clock_wall = time.time()
+    clock = time.monotonic()
+    start()
+    seen = watch(progress, targets, started=clock, timeout=timeout, alive=lambda: dead_worker(workers_out))
+    after = Meter.read(workers_out, database_url)
+    waiting = queue_length(redis_url)
+    runs = [run for w in workers_out for run in w.task_runs()]
+    problems = [f"{w.name}: {line}" for w in workers_out for line in w.problems()]
+    stop_workers(workers_out)
+    return WorkerRun(progress=seen, before=before, after=after, clock_wall=clock_wall, runs=runs, problems=problems,
+                     waiting=waiting, workers=list(workers_out), waits=progress)
+
+
+# --- in process: queries and cProfile of one chunk --------------------------------------------------------
+
+
+class QueryCounter:
+    """A cheap execute_wrapper (`with connection.execute_wrapper(counter):`): how many statements and how long
+    they took, without keeping their text (CaptureQueriesContext keeps every one)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+    def __call__(self, execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.count += 1
+            self.seconds += time.perf_counter() - started
+
+
+_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+_IN_LIST = re.compile(r"\((?:\s*\?\s*,)+\s*\?\s*\)")
+_SAVEPOINT = re.compile(r'"s\d+_x\d+"')
+
+
+def query_shape(sql: str) -> str:
+    """The statement with its literals replaced by ?, IN lists and savepoint names collapsed: one shape per
+    query the code issues, whatever the ids."""
+    shape = _SAVEPOINT.sub('"sN"', sql)
+    shape = _LITERALS.sub("?", shape)
+    return _IN_LIST.sub("(?, …)", shape)
+
+
+def _short(shape: str, width: int) -> str:
+    """SELECT's column list is long and says little: keep the verb and what follows FROM."""
+    if shape.startswith("SELECT ") and " FROM " in shape:
+        columns, rest = shape.split(" FROM ", 1)
+        what = "COUNT …" if "COUNT(" in columns else "1 …" if columns.startswith("SELECT 1 AS") else "…"
+        shape = " ".join(("SELECT", what, "FROM", rest))
+    elif shape.startswith("SELECT ") and (table := re.match(r'SELECT (?:DISTINCT )?"(\w+)"\.', shape)):
+        shape = " ".join(("SELECT … FROM", table.group(1), "… (PostgreSQL kept only the text's first kB)"))
+    return shape if len(shape) <= width else shape[: width - 1] + "…"
+
+
+def query_report(queries: list[dict], *, items: int, top: int = 40, width: int = 150) -> list[str]:
+    """Per query shape: how often per item and its time, most frequent first (CaptureQueriesContext's list)."""
+    shapes: dict[str, list[float]] = {}
+    for query in queries:
+        shapes.setdefault(query_shape(query["sql"]), []).append(float(query["time"]))
+    total_time = sum(sum(times) for times in shapes.values())
+    verbs: dict[str, int] = {}
+    for shape, times in shapes.items():
+        verb = shape.split(" ", 1)[0]
+        verbs[verb] = verbs.get(verb, 0) + len(times)
+    lines = [f"{len(queries)} statements for {items} items: {len(queries) / items:.1f} per item, "
+             f"{1000 * total_time / items:.1f} ms per item in the database driver (as Django timed them); by verb: "
+             + ", ".join(f"{verb} {n / items:.1f}" for verb, n in sorted(verbs.items(), key=lambda kv: -kv[1])),
+             f"  {'per item':>8} {'ms/item':>8}  statement (literals as ?)"]
+    ranked = sorted(shapes.items(), key=lambda kv: (-len(kv[1]), -sum(kv[1])))
+    for shape, times in ranked[:top]:
+        lines.append(f"  {len(times) / items:>8.2f} {1000 * sum(times) / items:>8.2f}  {_short(shape, width)}")
+    if len(ranked) > top:
+        rest = sum(len(times) for _shape, times in ranked[top:])
+        lines.append(f"  {rest / items:>8.2f}           … {len(ranked) - top} more shapes")
+    return lines
+
+
+PACKAGES = [
+    ("/django/db/models/sql/", "django ORM: SQL compilation"),
+    ("/django/db/models/", "django ORM: querysets, models, fields"),
+    ("/django/db/", "django db backend"),
+    ("/django/", "django: other"),
+    ("/psycopg/", "psycopg (mostly waiting for PostgreSQL's answer: connection.wait)"),
+    ("/kombu/", "kombu/celery (sending tasks)"),
+    ("/celery/", "kombu/celery (sending tasks)"),
+    ("/redis/", "redis client"),
+    ("/billing/", "billing (Crossgrade)"),
+    ("/entitlements/", "entitlements (Crossgrade)"),
+    ("/bench/", "benchmark harness"),
+]
+
+
+def cprofile_report(profile, *, items: int, top: int = 25) -> list[str]:
+    """cProfile of one chunk: own time by package, then the hottest functions by own and by cumulative time."""
+    import io
+    import pstats
+
+    stats = pstats.Stats(profile)
+    by_package: dict[str, float] = {}
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        if filename == "~":
+            label = ("waiting for PostgreSQL/Redis (socket, select, psycopg C)"
+                     if any(word in name for word in ("select", "socket", "poll", "recv", "send", "psycopg", "wait"))
+                     else "builtins: other")
+        else:
+            label = next((lab for marker, lab in PACKAGES if marker in filename), "python stdlib / other")
+        by_package[label] = by_package.get(label, 0.0) + tottime
+    total = sum(by_package.values()) or 1.0
+    lines = [f"cProfile: {total:.2f} s profiled for {items} items ({1000 * total / items:.1f} ms per item under the "
+             "profiler); own time by package:"]
+    lines += [f"  {sec:7.2f} s {100 * sec / total:5.1f}%  {label}"
+              for label, sec in sorted(by_package.items(), key=lambda kv: -kv[1])]
+    for sort, title in (("tottime", "by own time"), ("cumulative", "by cumulative time")):
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
+        body = out.getvalue().split("\n")
+        start = next((i for i, line in enumerate(body) if line.lstrip().startswith("ncalls")), 0)
+        lines.append(f"hottest functions {title}:")
+        lines += ["  " + line for line in body[start:] if line.strip()]
+    return lines
