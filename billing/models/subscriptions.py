@@ -29,6 +29,16 @@ class Subscription(models.Model):
     seats_in_use = models.PositiveIntegerField(default=0, help_text="Seats the product reports as used.")
     discount_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(0),
                                            help_text="A subscription-level discount, kept across plan changes.")
+    discount_periods_left = models.PositiveSmallIntegerField(
+        null=True, blank=True,
+        help_text="Renewals still billed at the discount: each renewal takes one; a renewal that finds 0 ends the "
+                  "discount (back to 0 %) before it invoices. Empty: the discount has no end.")
+    next_discount_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True,
+        help_text="A discount that starts at the next renewal (a retention offer): the current period was paid at "
+                  "the old terms, so credits for it stay at the old discount.")
+    next_discount_periods = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="How many periods the next discount lasts, counting its first. Empty: no end.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE,
                               help_text="Past due: a renewal invoice is unpaid; payment is retried on a schedule and "
                                         "no plan change is accepted until it is paid.")
