@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -40,6 +41,6 @@ def renewal_offer_not_now(request: HttpRequest, customer_id: int, subscription_i
     renewal_offer_dismiss(subscription=subscription, actor=request.user, now=timezone.now())
     text = _("Hidden until your next renewal. Your subscription renews monthly as before.")
     if request.htmx:
-        return HttpResponse(f'<p class="msg info" role="status">{text}</p>')
+        return HttpResponse(format_html('<p class="msg info" role="status">{}</p>', text))
     messages.info(request, text)
     return redirect("portal:overview", customer_id=customer_id)
