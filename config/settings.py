@@ -216,6 +216,8 @@ CELERY_BEAT_SCHEDULE = {
                                     "schedule": timedelta(minutes=10)},
     # Approvals: expiry, approved held changes the broker missed, amendments whose date has come.
     "sweep-approvals": {"task": "billing.tasks.sweep_approvals", "schedule": timedelta(minutes=1)},
+    # Renewal-window annual offers: the reminder email a few days into the window (retention/services).
+    "renewal-offer-emails": {"task": "retention.tasks.send_renewal_offer_emails", "schedule": timedelta(hours=1)},
 }
 
 # Billing

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import views
+from portal import views, views_renewal_offers
 
 
 class IdConverter:
@@ -37,6 +37,10 @@ urlpatterns = [
          name="review-create"),
     path("c/<id:customer_id>/subscriptions/<id:subscription_id>/cancel/", views.cancel_subscription,
          name="cancel"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/renewal-offer/switch/",
+         views_renewal_offers.renewal_offer_switch, name="renewal-offer-switch"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/renewal-offer/not-now/",
+         views_renewal_offers.renewal_offer_not_now, name="renewal-offer-not-now"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/", views.review, name="review"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/confirm/", views.confirm, name="confirm"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/return/", views.complete_pending, name="complete-pending"),

@@ -143,10 +143,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def overview(request: HttpRequest, customer_id: int) -> HttpResponse:
+    from retention.selectors.renewal_offers import renewal_offers_for_customer
+
     membership = _membership(request, customer_id)
     return _page(request, membership, "portal/overview.html", overview=overview_get(customer=membership.customer),
                  payment_method=payment_method_default(customer=membership.customer),
-                 open_invoices=invoices_unpaid(customer=membership.customer), nav="overview")
+                 open_invoices=invoices_unpaid(customer=membership.customer), nav="overview",
+                 renewal_offers=renewal_offers_for_customer(customer_id=customer_id, now=timezone.now()))
 
 
 # --- plans and live prices --------------------------------------------------------------

@@ -115,6 +115,11 @@ class Quote(models.Model):
     next_period_amount = models.DecimalField(**AMOUNT, help_text="What each period costs from the next renewal, tax included.")
     next_period_tax = models.DecimalField(**AMOUNT)
     supersedes = models.JSONField(default=list, help_text="Scheduled changes this change replaces.")
+    target_discount_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True,
+        help_text="An offer's discount on the target's first period only (a renewal-window annual offer): the charge "
+                  "is priced with it instead of the subscription's discount; accepting sets it on the subscription "
+                  "with no periods left, so the next renewal bills list price. Empty: the subscription's discount.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -167,6 +172,10 @@ class PlanChange(models.Model):
     balance_applied = models.DecimalField(**AMOUNT)
     amount_due = models.DecimalField(**AMOUNT)
     balance_after = models.DecimalField(**AMOUNT)
+    target_discount_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True,
+        help_text="Copied from the quote: the discount the new terms' first period was charged at; applying the "
+                  "change sets it on the subscription with no periods left (list price from the next renewal).")
     return_url = models.CharField(max_length=500, blank=True,
                                   help_text="Where the customer's browser returns after authenticating the payment.")
     payment_method = models.ForeignKey("billing.PaymentMethod", null=True, blank=True, on_delete=models.SET_NULL,

@@ -134,7 +134,8 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                     subtotal=quote.subtotal, tax_rate=quote.tax_rate, reverse_charge=quote.reverse_charge,
                     tax=quote.tax, total=quote.total, return_url=return_url[:500],
                     balance_applied=quote.balance_applied, amount_due=quote.amount_due,
-                    balance_after=quote.balance_after, payment_method=payment_method,
+                    balance_after=quote.balance_after, target_discount_percent=quote.target_discount_percent,
+                    payment_method=payment_method,
                     payment_gateway=payment_method.gateway if payment_method else "",
                     payment_method_reference=payment_method.reference if payment_method else "",
                     off_session=off_session, reason_code=reason_code or f"customer_{quote.direction}",
@@ -282,6 +283,9 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
         subscription.quantity = change.to_quantity
         subscription.current_period_start = change.new_period_start
         subscription.current_period_end = change.new_period_end
+        if change.target_discount_percent is not None:
+            _discount_for_first_period(change=change, customer=customer, subscription=subscription, actor=actor,
+                                       now=now)
     subscription.version += 1
     subscription.save()
     if change.balance_applied > 0:
@@ -313,6 +317,27 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
                        reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
                        message=f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} "
                                f"{change.currency} charged")
+
+
+def _discount_for_first_period(*, change: PlanChange, customer: Customer, subscription: Subscription,
+                               actor: AbstractBaseUser | None, now: datetime) -> None:
+    """The period just entered was charged at the offer's discount: keep it for that period only (no periods left,
+    so the next renewal resets it to 0 % before invoicing), and say so in the audit trail."""
+    before = {"discount_percent": str(subscription.discount_percent),
+              "discount_periods_left": subscription.discount_periods_left,
+              "next_discount_percent": None if subscription.next_discount_percent is None
+              else str(subscription.next_discount_percent),
+              "next_discount_periods": subscription.next_discount_periods}
+    subscription.discount_percent = change.target_discount_percent
+    subscription.discount_periods_left = 0
+    subscription.next_discount_percent = subscription.next_discount_periods = None
+    audit_event_record(actor=actor, action="subscription.discount_set", target=subscription, now=now,
+                       customer=customer, reason_code=change.reason_code,
+                       before=before, after={"discount_percent": str(subscription.discount_percent),
+                                             "discount_periods_left": 0, "next_discount_percent": None,
+                                             "next_discount_periods": None},
+                       message=f"{change.target_discount_percent.normalize():f} % off the first period of the new "
+                               f"terms (plan change {change.pk}); list price from the next renewal")
 
 
 def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | None, now: datetime,

@@ -1,3 +1,5 @@
 from retention.models.offers import ExitReason, ExitSurvey, OfferPresentation, RetentionOffer
+from retention.models.renewal_offers import RenewalOffer, RenewalOfferDismissal, RenewalOfferQuote
 
-__all__ = ["ExitReason", "ExitSurvey", "OfferPresentation", "RetentionOffer"]
+__all__ = ["ExitReason", "ExitSurvey", "OfferPresentation", "RenewalOffer", "RenewalOfferDismissal",
+           "RenewalOfferQuote", "RetentionOffer"]

@@ -272,6 +272,9 @@ class Command(BaseCommand):
                 staff.save()
             staff.groups.add(Group.objects.get(name=group_name))
         self._approvals(Group.objects.get(name="Finance"), now)
+        from retention.seed_renewal_offers import seed_renewal_offers
+
+        seed_renewal_offers(now=now, password=DEMO_PASSWORD)  # Nordwind (nora): the annual offer card near renewal
         token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; support: sue, sales: sam, sales manager: maria, "
@@ -282,7 +285,8 @@ class Command(BaseCommand):
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
                           f"erin (Initech, GBP, card declines: past due), kenji (Tanaka KK, JPY), "
-                          f"fleur (Société Exemple, EUR, reverse charge); password {DEMO_PASSWORD}")
+                          f"fleur (Société Exemple, EUR, reverse charge),\n                      nora (Nordwind, "
+                          f"EUR, German, renews within a week: the annual renewal offer); password {DEMO_PASSWORD}")
         self.stdout.write(f"  API token (alice):  {token.key}")
 
     def _product(self, code, name, description, order, plans, features) -> Product:
