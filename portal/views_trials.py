@@ -52,7 +52,7 @@ def trial_confirm(request: HttpRequest, customer_id: int, subscription_id: int, 
             messages.error(request, error.detail)
             return redirect("portal:plans", customer_id=customer_id, subscription_id=subscription_id)
         messages.success(request, _("Your trial of %(plan)s has started: everything in %(plan)s is yours to use until "
-                                    "%(date)s.") % {"plan": plan.name,
+                                    "%(date)s") % {"plan": plan.name,
                                                     "date": date_format(timezone.localtime(trial.ends_at),
                                                                         "DATETIME_FORMAT")})
         return redirect("portal:overview", customer_id=customer_id)
