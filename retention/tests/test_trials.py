@@ -280,3 +280,17 @@ def test_upgraded_during_the_trial_ends_converted_without_a_second_charge(s):
     trial = trial_end(trial_id=trial.pk, now=trial.ends_at)
     assert (trial.status, trial.outcome_code) == ("converted", "already_upgraded")
     assert LocalPayment.objects.count() == 1
+
+
+def test_the_beat_task_reminds_and_ends_due_trials_in_chunks(s, settings):
+    from retention.services.trials import trials_dispatch
+    from retention.tasks import sweep_trials
+
+    settings.TRIAL_REMINDER_DAYS = [3]
+    trial = start(s)
+    assert trials_dispatch(now=trial.ends_at - timedelta(days=2)) == 0  # nothing due; the reminder is queued
+    assert Notification.objects.filter(key=f"trial-{trial.pk}-reminder-3d").exists()
+    assert trials_dispatch(now=trial.ends_at + timedelta(seconds=1), chunk_size=1) == 1  # eager in tests
+    assert Trial.objects.get(pk=trial.pk).status == "fell_back"
+    assert sweep_trials.name == "retention.tasks.sweep_trials"
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-trials"]["task"] == sweep_trials.name
