@@ -188,8 +188,7 @@ def plans(request: HttpRequest, customer_id: int, subscription_id: int) -> HttpR
                           seat_errors=seat_errors, now=timezone.now())
     template = "portal/plans.html#plans-grid" if request.htmx and request.htmx.target == "plans-grid" else \
         "portal/plans.html"
-    trials = trial_offers(subscription=subscription, now=timezone.now()) \
-        if membership.role in BILLING_ROLES and template == "portal/plans.html" else {}
+    trials = trial_offers(subscription=subscription, now=timezone.now()) if membership.role in BILLING_ROLES else {}
     return _page(request, membership, template, page=page, nav="plans", trials=trials,
                  trial_days=settings.TRIAL_DEFAULT_DAYS)
 

@@ -184,3 +184,10 @@ def test_features_stay_until_a_period_end_downgrade_applies(s):
     plan_changes_apply_due(now=end)
     assert PlanChange.objects.get(pk=change.pk).status == "applied"
     assert sso(end) is False
+
+
+def test_the_trial_link_stays_when_htmx_swaps_the_interval(client, s):
+    client.force_login(s.owner)
+    grid = client.get(url("plans", s.customer.pk, s.subscription.pk) + "?interval=year", HTTP_HX_REQUEST="true",
+                      HTTP_HX_TARGET="plans-grid")
+    assert 'id="plans-grid"' in text(grid) and "Try Pro free for 14 days" in text(grid)
