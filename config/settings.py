@@ -218,6 +218,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-approvals": {"task": "billing.tasks.sweep_approvals", "schedule": timedelta(minutes=1)},
     # Renewal-window annual offers: the reminder email a few days into the window (retention/services).
     "renewal-offer-emails": {"task": "retention.tasks.send_renewal_offer_emails", "schedule": timedelta(hours=1)},
+    # Trials of a higher tier: reminders before the end, conversion or fallback at the end.
+    "sweep-trials": {"task": "retention.tasks.sweep_trials", "schedule": timedelta(minutes=1)},
 }
 
 # Billing
@@ -240,6 +242,11 @@ SCHEDULED_CHANGE_LEASE_SECONDS = env.int("SCHEDULED_CHANGE_LEASE_SECONDS", defau
 # Staff may roll back an applied plan change for this many days after it applied (docs/back-office.md).
 ROLLBACK_WINDOW_DAYS = env.int("ROLLBACK_WINDOW_DAYS", default=14)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
+# Trials of a higher tier (docs/retention-trials.md): default length, one trial per product and customer within the
+# window, reminder emails this many days before the end.
+TRIAL_DEFAULT_DAYS = env.int("TRIAL_DEFAULT_DAYS", default=14)
+TRIAL_REPEAT_WINDOW_DAYS = env.int("TRIAL_REPEAT_WINDOW_DAYS", default=365)
+TRIAL_REMINDER_DAYS = env.list("TRIAL_REMINDER_DAYS", cast=int, default=[3, 1])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)
 # when several share a Stripe account, so their keys and payments can never be mistaken for each other.

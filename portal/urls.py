@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import views, views_renewal_offers
+from portal import views, views_renewal_offers, views_trials
 
 
 class IdConverter:
@@ -47,4 +47,8 @@ urlpatterns = [
     path("c/<id:customer_id>/changes/<id:change_id>/", views.change, name="change"),
     path("c/<id:customer_id>/changes/<id:change_id>/complete/", views.complete, name="complete"),
     path("c/<id:customer_id>/changes/<id:change_id>/cancel/", views.change_cancel, name="change-cancel"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/trial/<id:plan_id>/", views_trials.trial_confirm,
+         name="trial-confirm"),
+    path("c/<id:customer_id>/trials/<id:trial_id>/opt-in/", views_trials.trial_opt_in, name="trial-opt-in"),
+    path("c/<id:customer_id>/trials/<id:trial_id>/end/", views_trials.trial_end_now, name="trial-end"),
 ]

@@ -206,6 +206,9 @@ class Command(BaseCommand):
             invoice_collect(invoice_id=invoice_id, now=now)
         if renewed:
             self.stdout.write(f"  Renewed {renewed} subscription period(s).")
+        from retention.seed import seed_trials_demo  # trials of a higher tier and usage over a limit
+
+        self.stdout.write(seed_trials_demo(now=now))
 
     def _seed(self, now) -> None:
         features = {code: Feature.objects.update_or_create(
