@@ -216,6 +216,7 @@ CELERY_BEAT_SCHEDULE = {
                                     "schedule": timedelta(minutes=10)},
     # Approvals: expiry, approved held changes the broker missed, amendments whose date has come.
     "sweep-approvals": {"task": "billing.tasks.sweep_approvals", "schedule": timedelta(minutes=1)},
+    "winback-sweep": {"task": "retention.tasks.winback_sweep", "schedule": timedelta(minutes=5)},
 }
 
 # Billing
@@ -239,6 +240,9 @@ SCHEDULED_CHANGE_LEASE_SECONDS = env.int("SCHEDULED_CHANGE_LEASE_SECONDS", defau
 ROLLBACK_WINDOW_DAYS = env.int("ROLLBACK_WINDOW_DAYS", default=14)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Win-back emails (docs/retention-winback.md): how long the signed offer and unsubscribe links work.
+WINBACK_OFFER_LINK_DAYS = env.int("WINBACK_OFFER_LINK_DAYS", default=30)
+WINBACK_UNSUBSCRIBE_LINK_DAYS = env.int("WINBACK_UNSUBSCRIBE_LINK_DAYS", default=365)
 # Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)
 # when several share a Stripe account, so their keys and payments can never be mistaken for each other.
 IDEMPOTENCY_NAMESPACE = env.str("IDEMPOTENCY_NAMESPACE", default="crossgrade")

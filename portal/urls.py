@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import views
+from portal import views, views_winback
 
 
 class IdConverter:
@@ -43,4 +43,6 @@ urlpatterns = [
     path("c/<id:customer_id>/changes/<id:change_id>/", views.change, name="change"),
     path("c/<id:customer_id>/changes/<id:change_id>/complete/", views.complete, name="complete"),
     path("c/<id:customer_id>/changes/<id:change_id>/cancel/", views.change_cancel, name="change-cancel"),
+    path("winback/offer/<str:token>/", views_winback.winback_offer, name="winback-offer"),
+    path("winback/unsubscribe/<str:token>/", views_winback.winback_unsubscribe, name="winback-unsubscribe"),
 ]
