@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 OFFER_SALT = "retention.winback.offer"
 UNSUBSCRIBE_SALT = "retention.winback.unsubscribe"
 RETURNING = (Direction.UPGRADE,)
+MIN_STEP_GAP = timedelta(days=1)
 
 
 class WinBackLinkError(BillingError):
@@ -381,7 +382,9 @@ def _send_chunk(*, rows: list[WinBackEnrolment], steps: dict[tuple[int, int], Wi
             enrolment.status, enrolment.next_send_at = WinBackEnrolment.Status.FINISHED, None
         else:
             enrolment.next_position = following.position
-            enrolment.next_send_at = enrolment.triggered_at + timedelta(days=following.delay_days)
+            # At least a day between two emails, even when a late sweep finds both steps due.
+            enrolment.next_send_at = max(enrolment.triggered_at + timedelta(days=following.delay_days),
+                                         now + MIN_STEP_GAP)
     ids_by_key = notifications_queue_many(notifications=notifications)
     for send, notification in zip(sends, notifications, strict=True):
         send.notification_id = ids_by_key.get(notification.key)

@@ -32,10 +32,10 @@ from retention.tests.winback_support import DAY, campaigns, cancel_at_period_end
 pytestmark = pytest.mark.django_db
 
 
-def sweep(*, now):
+def sweep(*, now, **kwargs):
     """The sweep, with its after-commit enqueue run (eager tasks send the emails)."""
     with TestCase.captureOnCommitCallbacks(execute=True):
-        return winback_sweep(now=now)
+        return winback_sweep(now=now, **kwargs)
 
 
 def path_of(url: str) -> str:
@@ -122,21 +122,35 @@ def test_sweep_sends_each_step_once_when_due_and_finishes():
     assert len(mail.outbox) == 2 and Notification.objects.filter(kind="winback", status="sent").count() == 2
 
 
-def test_a_late_sweep_sends_one_step_per_run_never_two_emails_at_once():
+def test_a_late_sweep_sends_one_step_per_day_never_two_emails_at_once():
     s = subscription_setup()
     campaigns()
     cancel_at_period_end(s)
     late = PERIOD_END + 40 * DAY  # both steps overdue
     assert sweep(now=late)["queued"] == 1
-    assert sweep(now=late)["queued"] == 1
+    assert WinBackEnrolment.objects.get().next_send_at == late + DAY
     assert sweep(now=late)["queued"] == 0
+    assert sweep(now=late + DAY)["queued"] == 1
+    assert WinBackEnrolment.objects.get().status == "finished"
+
+
+def test_a_sweep_in_small_chunks_never_picks_an_enrolment_twice():
+    s = subscription_setup()
+    c = campaigns()
+    cancel_at_period_end(s)
+    WinBackEnrolment.objects.bulk_create([WinBackEnrolment(
+        customer=s.customer, campaign=c.cancel, triggered_at=PERIOD_END, next_position=1,
+        next_send_at=PERIOD_END + 7 * DAY, created_at=PERIOD_END) for _ in range(9)])
+    counts = sweep(now=PERIOD_END + 40 * DAY, chunk_size=3)
+    assert counts == {"queued": 10, "stopped": 0, "chunks": 4}
+    assert set(WinBackEnrolment.objects.values_list("next_position", flat=True)) == {2}
 
 
 def test_the_email_is_html_and_text_with_one_click_links_and_list_unsubscribe_headers():
     s = subscription_setup()
     campaigns()
     cancel_at_period_end(s)
-    sweep(now=PERIOD_END + 30 * DAY)
+    sweep(now=PERIOD_END + 7 * DAY)
     sweep(now=PERIOD_END + 30 * DAY)
     with_offer = Notification.objects.filter(kind="winback").order_by("pk").last()
     message = notification_render(notification=with_offer)
