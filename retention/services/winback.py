@@ -8,6 +8,7 @@ the same code that issues renewal invoices); nothing here computes a price.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,8 +18,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
-from django.db import transaction
-from django.urls import reverse
+from django.db import connection, transaction
+from django.urls import get_script_prefix, reverse
 from django.utils.translation import gettext as _
 
 from billing import proration
@@ -128,14 +129,27 @@ def _absolute(path: str) -> str:
     return settings.SITE_URL.rstrip("/") + path
 
 
+def _link(name: str, token: str) -> str:
+    """reverse() once per link kind, not once per email (the sweep writes thousands)."""
+    prefix, suffix = _link_parts(name, settings.SITE_URL, get_script_prefix())
+    return f"{prefix}{token}{suffix}"
+
+
+@functools.lru_cache(maxsize=16)
+def _link_parts(name: str, _site_url: str, _script_prefix: str) -> tuple[str, str]:
+    marker = "TOKEN0MARKER"
+    prefix, _marker, suffix = _absolute(reverse(name, args=[marker])).partition(marker)
+    return prefix, suffix
+
+
 def winback_offer_url(*, enrolment_id: int, step_id: int) -> str:
     token = signing.TimestampSigner(salt=OFFER_SALT).sign(f"{enrolment_id}.{step_id}")
-    return _absolute(reverse("portal:winback-offer", args=[token]))
+    return _link("portal:winback-offer", token)
 
 
 def winback_unsubscribe_url(*, customer_id: int) -> str:
     token = signing.TimestampSigner(salt=UNSUBSCRIBE_SALT).sign(str(customer_id))
-    return _absolute(reverse("portal:winback-unsubscribe", args=[token]))
+    return _link("portal:winback-unsubscribe", token)
 
 
 def _unsign(token: str, *, salt: str, max_age_days: int) -> str:
@@ -389,8 +403,24 @@ def _send_chunk(*, rows: list[WinBackEnrolment], steps: dict[tuple[int, int], Wi
     for send, notification in zip(sends, notifications, strict=True):
         send.notification_id = ids_by_key.get(notification.key)
     WinBackSend.objects.bulk_create(sends, ignore_conflicts=True)
-    WinBackEnrolment.objects.bulk_update(rows, ["status", "stop_reason", "next_position", "next_send_at"])
+    _advance(rows)
     return len(sends), stopped, list(ids_by_key.values())
+
+
+def _advance(rows: list[WinBackEnrolment]) -> None:
+    """Write the chunk's new status and next step in one statement (bulk_update's CASE per row is far slower)."""
+    if connection.vendor != "postgresql":
+        WinBackEnrolment.objects.bulk_update(rows, ["status", "stop_reason", "next_position", "next_send_at"])
+        return
+    table = WinBackEnrolment._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{table}" AS e SET status = v.status, stop_reason = v.stop_reason, '  # noqa: S608 - our table
+            "next_position = v.next_position, next_send_at = v.next_send_at "
+            "FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::smallint[], %s::timestamptz[]) "
+            "AS v(id, status, stop_reason, next_position, next_send_at) WHERE e.id = v.id",
+            [[r.pk for r in rows], [r.status for r in rows], [r.stop_reason for r in rows],
+             [r.next_position for r in rows], [r.next_send_at for r in rows]])
 
 
 def winback_sweep(*, now: datetime, chunk_size: int = 1000, max_chunks: int | None = None) -> dict[str, int]:
