@@ -379,3 +379,21 @@ def test_notification_send_claims_so_a_batch_delivered_twice_sends_once():
     assert notification_send(notification_id=notification.pk, now=timezone.now()) is False
     assert len(mail.outbox) == before
     assert OFFER_SALT  # the salts differ per link kind
+
+
+def test_seed_demo_adds_one_campaign_and_one_enrolled_customer_idempotently():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", stdout=out)
+    enrolment = WinBackEnrolment.objects.get()
+    assert (enrolment.customer.name, enrolment.campaign.name, enrolment.status) == (
+        "Vandelay Industries", "After a cancellation", "active")
+    assert list(enrolment.campaign.steps.values_list("delay_days", "offer__percent_off")) == [
+        (7, None), (30, Decimal("20.00"))]
+    assert "/winback/offer/" in out.getvalue()
+    counts = sweep(now=timezone.now())
+    assert counts["queued"] == 1 and Notification.objects.get(kind="winback").customer == enrolment.customer

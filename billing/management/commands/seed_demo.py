@@ -284,6 +284,9 @@ class Command(BaseCommand):
                           f"erin (Initech, GBP, card declines: past due), kenji (Tanaka KK, JPY), "
                           f"fleur (Société Exemple, EUR, reverse charge); password {DEMO_PASSWORD}")
         self.stdout.write(f"  API token (alice):  {token.key}")
+        from retention.seed_winback import seed_winback  # win-back campaign and a customer who left
+
+        self.stdout.write(seed_winback(now=now, password=DEMO_PASSWORD))
 
     def _product(self, code, name, description, order, plans, features) -> Product:
         product, _ = Product.objects.update_or_create(code=code, defaults={
