@@ -123,15 +123,17 @@ def retention_report_get(*, start: date, end: date) -> RetentionReport:
     for row in (converted.exclude(revenue_won_back__isnull=True).values("campaign_id", "currency")
                 .annotate(won=Sum("revenue_won_back")).order_by("currency")):
         campaigns[row["campaign_id"]].won[row["currency"]] = row["won"]
-    for row in (converted.filter(converted_step__isnull=False).values("converted_step_id")
-                .annotate(n=Count("pk"))):
-        if row["converted_step_id"] in steps:
-            steps[row["converted_step_id"]].offers_accepted = row["n"]
-            steps[row["converted_step_id"]].conversions = row["n"]
+    for row in (converted.filter(converted_step__isnull=False)
+                .values("converted_step_id", "converted_step__position", "converted_step__delay_days",
+                        "campaign_id", "campaign__name").annotate(n=Count("pk"))):
+        step = steps.setdefault(row["converted_step_id"], WinBackRow(  # accepted now, emailed before the period
+            label=f"{row['campaign__name']} · {row['converted_step__position']} "
+                  f"(+{row['converted_step__delay_days']} d)",
+            campaign_id=row["campaign_id"], step_id=row["converted_step_id"]))
+        step.offers_accepted = step.conversions = row["n"]
     for row in (converted.filter(converted_step__isnull=False).exclude(revenue_won_back__isnull=True)
                 .values("converted_step_id", "currency").annotate(won=Sum("revenue_won_back")).order_by("currency")):
-        if row["converted_step_id"] in steps:
-            steps[row["converted_step_id"]].won[row["currency"]] = row["won"]
+        steps[row["converted_step_id"]].won[row["currency"]] = row["won"]
     return RetentionReport(start=start, end=end, by_offer=by_offer, by_reason=by_reason,
                            campaigns=sorted(campaigns.values(), key=lambda r: r.label), steps=list(steps.values()))
 
