@@ -58,12 +58,20 @@ def winback_plan_change_applied(*, change: PlanChange, now: datetime) -> None:
     active campaigns; an upgrade brings them back (their active enrolments convert)."""
     try:
         with transaction.atomic():  # a savepoint: a win-back failure never undoes the plan change
-            if change.direction in (Direction.CANCEL, Direction.DOWNGRADE):
+            if change.direction == Direction.CANCEL or (change.direction == Direction.DOWNGRADE
+                                                        and not _interval_switch(change)):
                 winback_enrol(change=change, now=now)
             elif change.direction in RETURNING:
                 winback_customer_returned(customer_id=change.customer_id, now=now, plan_change=change)
     except Exception:
         logger.exception("win-back enrolment for plan change %s failed", change.pk)
+
+
+def _interval_switch(change: PlanChange) -> bool:
+    """Same plan, no fewer seats, another billing interval (e.g. monthly → annual at a saving, the renewal-window
+    offer): 'downgrade' by value per day, but nobody is leaving."""
+    return (change.from_price_id is not None and change.to_price_id is not None
+            and change.from_price.plan_id == change.to_price.plan_id and change.to_quantity >= change.from_quantity)
 
 
 def winback_enrol(*, change: PlanChange, now: datetime) -> int:

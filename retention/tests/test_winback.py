@@ -89,6 +89,26 @@ def test_a_downgrade_enrols_in_the_downgrade_campaign_only_and_an_upgrade_conver
     assert Notification.objects.filter(kind="winback").count() == 0
 
 
+def test_switching_to_annual_at_a_saving_is_no_downgrade_to_win_back():
+    from billing.tests.factories import MID_JANUARY
+
+    s = subscription_setup()
+    campaigns()
+    basic_year = s.basic.prices.get(interval="year")
+    quote = quote_create(subscription=s.subscription, to_price=basic_year, quantity=5, now=MID_JANUARY,
+                         actor=s.owner)
+    change = quote_accept(quote=quote, actor=s.owner, now=MID_JANUARY)
+    change.refresh_from_db()
+    assert change.status in ("applied", "scheduled")
+    if change.status == "scheduled":
+        from billing.services.renewals import plan_changes_apply_due
+
+        plan_changes_apply_due(now=PERIOD_END)
+        change.refresh_from_db()
+    assert change.status == "applied" and change.direction == "downgrade"  # less per day, same plan
+    assert WinBackEnrolment.objects.count() == 0
+
+
 def test_an_inactive_campaign_enrols_nobody():
     s = subscription_setup()
     c = campaigns()
