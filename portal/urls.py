@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import views, views_renewal_offers, views_trials
+from portal import views, views_renewal_offers, views_trials, views_winback
 
 
 class IdConverter:
@@ -51,4 +51,6 @@ urlpatterns = [
          name="trial-confirm"),
     path("c/<id:customer_id>/trials/<id:trial_id>/opt-in/", views_trials.trial_opt_in, name="trial-opt-in"),
     path("c/<id:customer_id>/trials/<id:trial_id>/end/", views_trials.trial_end_now, name="trial-end"),
+    path("winback/offer/<str:token>/", views_winback.winback_offer, name="winback-offer"),
+    path("winback/unsubscribe/<str:token>/", views_winback.winback_unsubscribe, name="winback-unsubscribe"),
 ]

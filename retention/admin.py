@@ -4,4 +4,5 @@ from billing import admin_usage  # noqa: F401  (feature usage: what is over a li
 from retention import (
     admin_renewal_offers,  # noqa: F401  (renewal-window annual offers)
     admin_trials,  # noqa: F401  (trials)
+    admin_winback,  # noqa: F401  (win-back campaigns, records and the staff report)
 )

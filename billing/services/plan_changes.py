@@ -317,6 +317,9 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
                        reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
                        message=f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} "
                                f"{change.currency} charged")
+    from retention.services.winback import winback_plan_change_applied  # win-back enrolment / conversion, one insert
+
+    winback_plan_change_applied(change=change, now=now)
 
 
 def _discount_for_first_period(*, change: PlanChange, customer: Customer, subscription: Subscription,

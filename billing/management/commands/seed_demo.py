@@ -291,6 +291,9 @@ class Command(BaseCommand):
                           f"fleur (Société Exemple, EUR, reverse charge),\n                      nora (Nordwind, "
                           f"EUR, German, renews within a week: the annual renewal offer); password {DEMO_PASSWORD}")
         self.stdout.write(f"  API token (alice):  {token.key}")
+        from retention.seed_winback import seed_winback  # win-back campaign and a customer who left
+
+        self.stdout.write(seed_winback(now=now, password=DEMO_PASSWORD))
 
     def _product(self, code, name, description, order, plans, features) -> Product:
         product, _ = Product.objects.update_or_create(code=code, defaults={
