@@ -272,6 +272,9 @@ class Command(BaseCommand):
                 staff.save()
             staff.groups.add(Group.objects.get(name=group_name))
         self._approvals(Group.objects.get(name="Finance"), now)
+        from retention.demo import retention_demo_seed
+
+        retention_demo_seed()  # exit reasons and retention offers
         token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; support: sue, sales: sam, sales manager: maria, "
