@@ -83,19 +83,21 @@ def exit_survey_continue(*, survey: ExitSurvey, actor: AbstractBaseUser | None, 
     if survey.plan_change_id is not None:
         raise ChangeConflict("already_left", _("Your downgrade or cancellation is already under way."),
                              plan_change=survey.plan_change_id)
-    offers_decline(survey=survey, actor=actor, now=now)
     subscription = Subscription.objects.select_related("customer", "price__plan__product").get(
         pk=survey.subscription_id)
     previous = Quote.objects.filter(pk=survey.quote_id).first() if survey.quote_id else None
     if previous is not None and previous.status == Quote.Status.OPEN and now < previous.expires_at \
             and previous.subscription_version == subscription.version:
         return previous  # a double click or a second visit: the same review, so the confirmed quote is linked
+    # The quote first: when the rules refuse the change, the offers stay open (nothing half-done).
     if survey.flow == ExitSurvey.Flow.CANCEL:
         quote = quote_create(subscription=subscription, to_price=None, quantity=0, now=now, actor=actor, cancel=True)
     else:
         quote = quote_create(subscription=subscription, to_price=survey.target_price,
                              quantity=survey.target_quantity, now=now, actor=actor)
-    ExitSurvey.objects.filter(pk=survey.pk).update(quote=quote)
+    with transaction.atomic():
+        ExitSurvey.objects.filter(pk=survey.pk).update(quote=quote)
+        offers_decline(survey=survey, actor=actor, now=now)
     survey.quote = quote
     return quote
 

@@ -345,8 +345,11 @@ def test_decline_continues_to_the_downgrade(x):
 
 def test_decline_refused_by_the_rules_says_why(x):
     ChangeRule.objects.filter(direction="cancel").update(allowed=False, refusal_reason="Call us to cancel.")
+    sv = survey(x)
+    offer_present(survey=sv, now=timezone.now())
     with pytest.raises(ChangeRefused, match="Call us to cancel."):
-        exit_survey_continue(survey=survey(x), actor=x.s.owner, now=timezone.now())
+        exit_survey_continue(survey=sv, actor=x.s.owner, now=timezone.now())
+    assert set(OfferPresentation.objects.values_list("status", flat=True)) == {"shown"}  # nothing half-done
 
 
 def test_an_ordinary_cancellation_keeps_its_default_reason(x):
