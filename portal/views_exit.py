@@ -18,7 +18,7 @@ from billing.errors import BillingError
 from billing.models import Membership, Price, Subscription
 from portal.views import _billing_membership, _membership, _page, _subscription, login_required_post
 from retention.models import ExitSurvey, OfferPresentation
-from retention.selectors import (
+from retention.selectors.exit_flow import (
     exit_reason_list,
     exit_survey_get,
     offer_presentation_get,

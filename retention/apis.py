@@ -19,7 +19,7 @@ from billing.models import Membership, Price
 from billing.selectors import subscription_get_with_role
 from billing.serializers import PlanChangeSerializer, QuoteSerializer, SubscriptionSerializer, quote_json
 from retention.models import ExitReason, ExitSurvey, OfferPresentation
-from retention.selectors import exit_reason_list, offer_presentation_list
+from retention.selectors.exit_flow import exit_reason_list, offer_presentation_list
 from retention.services.exit_flow import (
     exit_survey_continue,
     exit_survey_start,

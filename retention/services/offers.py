@@ -181,9 +181,10 @@ def _effect_trial(subscription: Subscription, offer: RetentionOffer, now: dateti
             offer.target_plan.product_id != subscription.product_id:
         return None
     try:
-        if not trials.trial_eligible(subscription=subscription, plan=offer.target_plan, now=now):
-            return None
+        eligible = trials.trial_eligible(subscription=subscription, plan=offer.target_plan, now=now)
     except BillingError:
+        return None
+    if not (eligible[0] if isinstance(eligible, tuple) else eligible):  # (may try, why not)
         return None
     currency = subscription.price.currency
     now_price = _renewal(subscription)
@@ -350,7 +351,7 @@ def offer_accept(*, presentation: OfferPresentation, actor: AbstractBaseUser | N
             if trials is None:
                 raise ChangeRefused("offer_unavailable", _("Trials are not available yet."))
             trial = trials.trial_start(subscription=subscription, plan=offer.target_plan, days=offer.trial_days,
-                                       source="retention_offer", actor=actor, now=now, offer_presentation=presentation)
+                                       source="offer", actor=actor, now=now, offer_presentation=presentation)
             message = f"Trial of {offer.target_plan} ({trial.pk})"
             subscription.refresh_from_db()
         presentation.status = OfferPresentation.Status.ACCEPTED
