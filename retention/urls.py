@@ -1,6 +1,6 @@
 from django.urls import path
 
-from retention import apis
+from retention import apis_exit as apis
 
 urlpatterns = [
     path("exit-reasons/", apis.ExitReasonListApi.as_view(), name="api-exit-reasons"),
