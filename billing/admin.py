@@ -291,7 +291,7 @@ class SubscriptionAdmin(EmergencyUpgradeAdminMixin, admin.ModelAdmin):
     list_select_related = ["customer", "product", "price__plan__product"]
     search_fields = ["customer__name"]
     readonly_fields = ["version", "created_at", "updated_at", "sweep_failures", "sweep_error", "sweep_retry_at",
-                       "needs_attention"]
+                       "needs_attention", "pause_starts_at", "paused_until"]  # a pause: retention offers only
     actions = [retry_period_end_step]
     raw_id_fields = ["customer", "price"]
 

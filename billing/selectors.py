@@ -215,24 +215,58 @@ def price_item(*, price: Price, quantity: int, discount_percent: Decimal = Decim
                           tiers=tiers)
 
 
-def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChange | None = None) -> Renewal | None:
-    """What the next period will cost and when it starts: at the scheduled change's terms if one is due by
-    then, else at the current terms. None when the subscription ends instead."""
+@dataclass(frozen=True)
+class PeriodPrice:
+    """One whole billing period as a renewal invoices it: the item, its amount before tax, the tax decision and
+    the totals (no balance applied)."""
+
+    item: object  # proration.Item
+    amount: Decimal
+    decision: TaxDecision
+    tax: object  # proration.Tax | None
+    totals: object  # proration.Totals
+    contract: Contract | None
+
+
+def period_price(*, customer: Customer, subscription: Subscription, price: Price, quantity: int,
+                 discount_percent: Decimal, start: datetime, entity: LegalEntity | None = None) -> PeriodPrice:
+    """The price of the period starting at `start`, exactly as `invoice_for_renewal` bills it (the one place a
+    renewal is priced: the renewal invoice, the overview's next renewal and retention offers' effects)."""
     from billing import proration
 
+    contract = contract_in_force(subscription_id=subscription.pk, at=start)  # negotiated prices
+    item = price_item(price=price, quantity=quantity, discount_percent=discount_percent, contract=contract)
+    amount = proration.period_amount(item, price.currency)
+    decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=start), entity=entity)
+    tax = tax_for_price(decision=decision, price=price)
+    totals = proration.totals_for(amount, tax, Decimal(0), price.currency)
+    return PeriodPrice(item=item, amount=amount, decision=decision, tax=tax, totals=totals, contract=contract)
+
+
+def discount_for_next_period(subscription: Subscription) -> Decimal:
+    """The discount percent the next renewal bills at, as the renewal step rolls it (`_discount_roll`)."""
+    if subscription.next_discount_percent is not None:
+        return subscription.next_discount_percent
+    if subscription.discount_periods_left == 0:
+        return Decimal(0)
+    return subscription.discount_percent
+
+
+def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChange | None = None) -> Renewal | None:
+    """What the next charged period will cost and when it starts: at the scheduled change's terms if one is due by
+    then, else at the current terms, with the discount the renewal will apply; after a pause when one covers the
+    next period. None when the subscription ends instead."""
     if subscription.status == Subscription.Status.CANCELLED:
         return None
     if scheduled is not None and scheduled.direction == "cancel":
         return None
     price = scheduled.to_price if scheduled is not None else subscription.price
     quantity = scheduled.to_quantity if scheduled is not None else subscription.quantity
-    customer = subscription.customer
-    decision = tax_decision_for(customer=customer, on=billing_date(customer=customer,
-                                                                    moment=subscription.current_period_end))
-    contract = contract_in_force(subscription_id=subscription.pk, at=subscription.current_period_end)
-    item = price_item(price=price, quantity=quantity, discount_percent=subscription.discount_percent, contract=contract)
-    totals = proration.totals_for(proration.period_amount(item, price.currency),
-                                  tax_for_price(decision=decision, price=price), Decimal(0), price.currency)
-    subtotal, tax_value, total = totals.subtotal, totals.tax, totals.total
-    return Renewal(at=subscription.current_period_end, subtotal=subtotal, tax=tax_value, total=total,
+    at = subscription.current_period_end
+    if subscription.pause_covers(at):
+        at = subscription.paused_until
+    priced = period_price(customer=subscription.customer, subscription=subscription, price=price, quantity=quantity,
+                          discount_percent=discount_for_next_period(subscription), start=at)
+    totals = priced.totals
+    return Renewal(at=at, subtotal=totals.subtotal, tax=totals.tax, total=totals.total,
                    currency=price.currency, price=price, quantity=quantity)

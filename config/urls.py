@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", portal_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include("billing.urls")),
+    path("api/", include("retention.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("gateway/local/authenticate/<str:reference>/", local_gateway_authenticate,

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import views, views_renewal_offers, views_trials, views_winback
+from portal import views, views_exit, views_renewal_offers, views_trials, views_winback
 
 
 class IdConverter:
@@ -35,12 +35,20 @@ urlpatterns = [
          name="plan-price"),
     path("c/<id:customer_id>/subscriptions/<id:subscription_id>/review/", views.review_create,
          name="review-create"),
-    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/cancel/", views.cancel_subscription,
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/cancel/", views_exit.cancel_subscription,
          name="cancel"),
     path("c/<id:customer_id>/subscriptions/<id:subscription_id>/renewal-offer/switch/",
          views_renewal_offers.renewal_offer_switch, name="renewal-offer-switch"),
     path("c/<id:customer_id>/subscriptions/<id:subscription_id>/renewal-offer/not-now/",
          views_renewal_offers.renewal_offer_not_now, name="renewal-offer-not-now"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/exit/", views_exit.exit_survey_create,
+         name="exit-survey"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/resume/", views_exit.subscription_resume_now,
+         name="subscription-resume"),
+    path("c/<id:customer_id>/exit/<id:survey_id>/", views_exit.exit_offers, name="exit-offers"),
+    path("c/<id:customer_id>/exit/<id:survey_id>/continue/", views_exit.exit_continue, name="exit-continue"),
+    path("c/<id:customer_id>/offers/<id:presentation_id>/accept/", views_exit.exit_offer_accept,
+         name="exit-offer-accept"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/", views.review, name="review"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/confirm/", views.confirm, name="confirm"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/return/", views.complete_pending, name="complete-pending"),

@@ -434,15 +434,7 @@ def change_cancel(request: HttpRequest, customer_id: int, change_id: int) -> Htt
     return redirect("portal:overview", customer_id=customer_id)
 
 
-# --- cancel the subscription, billing history ------------------------------------------------
-
-
-@login_required
-@require_GET
-def cancel_subscription(request: HttpRequest, customer_id: int, subscription_id: int) -> HttpResponse:
-    membership = _membership(request, customer_id)
-    subscription = _subscription(membership, subscription_id)
-    return _page(request, membership, "portal/cancel.html", subscription=subscription, nav="overview")
+# --- billing history ------------------------------------------------
 
 
 @login_required

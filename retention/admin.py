@@ -2,6 +2,7 @@
 
 from billing import admin_usage  # noqa: F401  (feature usage: what is over a limit and read-only)
 from retention import (
+    admin_exitflow,  # noqa: F401  (exit reasons, retention offers, surveys)
     admin_renewal_offers,  # noqa: F401  (renewal-window annual offers)
     admin_trials,  # noqa: F401  (trials)
     admin_winback,  # noqa: F401  (win-back campaigns, records and the staff report)

@@ -39,6 +39,13 @@ class Subscription(models.Model):
                   "the old terms, so credits for it stay at the old discount.")
     next_discount_periods = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="How many periods the next discount lasts, counting its first. Empty: no end.")
+    pause_starts_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="A pause (retention offer) begins at this period boundary: renewals from then until `paused until` "
+                  "enter their period without an invoice; plan changes other than cancelling are refused meanwhile.")
+    paused_until = models.DateTimeField(
+        null=True, blank=True, help_text="The pause ends here: the renewal at this instant bills again (resumes "
+                                         "automatically). Empty: not paused.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE,
                               help_text="Past due: a renewal invoice is unpaid; payment is retried on a schedule and "
                                         "no plan change is accepted until it is paid.")
@@ -71,6 +78,15 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} · {self.price.plan} × {self.quantity}"
+
+    def pause_covers(self, moment) -> bool:
+        """Whether a pause covers the period that starts (or is under way) at `moment`."""
+        return (self.pause_starts_at is not None and self.paused_until is not None
+                and self.pause_starts_at <= moment < self.paused_until)
+
+    def is_paused_at(self, moment) -> bool:
+        """A pause scheduled or under way at `moment` (plan changes wait for its end or an early resume)."""
+        return self.paused_until is not None and moment < self.paused_until
 
 
 class Quote(models.Model):

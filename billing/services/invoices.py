@@ -29,13 +29,10 @@ from billing.models import (
     Timing,
 )
 from billing.selectors import (
-    billing_date,
     contract_in_force,
     customer_balance,
     legal_entity_default,
-    price_item,
-    tax_decision_for,
-    tax_for_price,
+    period_price,
 )
 from billing.tax import TaxDecision, document_mention
 from billing.templatetags.billing_format import bands_text, line_text
@@ -166,17 +163,14 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
     price = subscription.price
     currency = price.currency
     start, end = subscription.current_period_start, subscription.current_period_end
-    contract = contract_in_force(subscription_id=subscription.pk, at=start)  # negotiated prices, PO number
-    item = price_item(price=price, quantity=subscription.quantity, discount_percent=subscription.discount_percent,
-                      contract=contract)
-    amount = proration.period_amount(item, currency)
+    entity = legal_entity_default()
+    priced = period_price(customer=customer, subscription=subscription, price=price, quantity=subscription.quantity,
+                          discount_percent=subscription.discount_percent, start=start, entity=entity)
+    contract, item, amount, decision, tax = priced.contract, priced.item, priced.amount, priced.decision, priced.tax
     if amount == 0:
         return None
-    entity = legal_entity_default()
     if entity is None:
         raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
-    decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=start), entity=entity)
-    tax = tax_for_price(decision=decision, price=price)
     balance = max(customer_balance(customer=customer, currency=currency), Decimal(0))
     totals = proration.totals_for(amount, tax, balance, currency)
     inclusive = tax is not None and tax.inclusive

@@ -120,6 +120,11 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
             if payment_method is None:
                 raise ChangeRefused("no_payment_method", _("Add a payment method before making this change."))
         scheduled = quote.timing == Timing.PERIOD_END
+        from retention.services.exit_flow import exit_survey_for_quote
+
+        survey = exit_survey_for_quote(quote=quote)  # the exit survey that led here: its reason is the change's
+        if survey is not None and not reason_code:
+            reason_code = survey.reason.code
         try:
             with transaction.atomic():
                 change = PlanChange.objects.create(
@@ -146,6 +151,10 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
             raise ChangeConflict("change_in_progress", _("Another change of this account is under way.")) from None
         quote.status = Quote.Status.ACCEPTED
         quote.save(update_fields=["status"])
+        if survey is not None:
+            from retention.services.exit_flow import exit_survey_link
+
+            exit_survey_link(survey=survey, plan_change=change)
         if hold:
             approval_request_open(customer=customer, hold=hold, plan_change=change, actor=actor, now=now,
                                   summary=plan_change_summary(change))

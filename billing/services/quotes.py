@@ -136,9 +136,15 @@ def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity:
             "period_not_current",
             _("The current billing period has ended and has not been renewed yet; plans can change after renewal."),
         )
-    if cancel:
+    if cancel:  # leaving is always possible, paused or not
         return _eligible_rule(subscription=subscription, to_price=from_price, quantity=subscription.quantity,
                               context=context, direction=Direction.CANCEL)
+    if subscription.is_paused_at(now):
+        raise ChangeRefused(
+            "subscription_paused",
+            _("This subscription is paused until %(date)s; resume it first to change plans.")
+            % {"date": subscription.paused_until.astimezone(ZoneInfo(subscription.customer.timezone)).date().isoformat()},
+        )
     if not (to_price.is_active and plan.is_active and plan.product.is_active):
         raise ChangeRefused("price_unavailable", _("%(plan)s is not available any more.") % {"plan": plan})
     if to_price.currency != from_price.currency:

@@ -81,11 +81,35 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
         subscription.save()
         audit_event_record(actor=None, action="subscription.renewed", target=subscription, now=now, customer=customer,
                            reason_code="period_end", before=before, after=subscription_snapshot(subscription))
+    if _pause_roll(subscription, now=now):
+        return True  # a paused period: entered without an invoice, the discount waits for the pause to end
     if _discount_roll(subscription):
         subscription.save(update_fields=["discount_percent", "discount_periods_left", "next_discount_percent",
                                          "next_discount_periods", "updated_at"])
     invoice_for_renewal(customer=customer, subscription=subscription, now=now)
     return True
+
+
+def _pause_roll(subscription: Subscription, *, now: datetime) -> bool:
+    """A pause (retention offer) for the period just entered: True when it covers it (no invoice). A period that
+    starts at or after the pause's end resumes billing and clears the pause (audited)."""
+    if subscription.paused_until is None:
+        return False
+    start = subscription.current_period_start
+    if subscription.pause_covers(start):
+        audit_event_record(actor=None, action="subscription.paused_period", target=subscription, now=now,
+                           customer=subscription.customer, reason_code="paused",
+                           message=f"Period {start.isoformat()} – {subscription.current_period_end.isoformat()} "
+                                   f"not billed: paused until {subscription.paused_until.isoformat()}")
+        return True
+    if start >= subscription.paused_until:
+        until = subscription.paused_until
+        subscription.pause_starts_at = subscription.paused_until = None
+        subscription.save(update_fields=["pause_starts_at", "paused_until", "updated_at"])
+        audit_event_record(actor=None, action="subscription.resumed", target=subscription, now=now,
+                           customer=subscription.customer, reason_code="pause_ended",
+                           message=f"The pause ended on {until.isoformat()}; billing resumes")
+    return False
 
 
 def _discount_roll(subscription: Subscription) -> bool:

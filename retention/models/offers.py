@@ -97,6 +97,11 @@ class ExitSurvey(models.Model):
     plan_change = models.OneToOneField("billing.PlanChange", null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="exit_survey", help_text="The downgrade or cancellation it led "
                                                                              "to, if any.")
+    target_price = models.ForeignKey("billing.Price", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+", help_text="Downgrade: the price the customer chose to move to.")
+    target_quantity = models.PositiveIntegerField(null=True, blank=True, help_text="Downgrade: the seats chosen.")
+    quote = models.ForeignKey("billing.Quote", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                              help_text="The latest downgrade or cancellation quote made after declining the offers.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField()
 
@@ -123,6 +128,8 @@ class OfferPresentation(models.Model):
     revenue_at_risk = models.DecimalField(**AMOUNT, help_text="What the customer would stop paying per month "
                                                               "(normalised, tax excluded) if they left as asked.")
     effect = models.JSONField(default=dict, help_text="The offer's priced effect as shown (amounts as strings).")
+    quote = models.ForeignKey("billing.Quote", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                              help_text="Cross-grade: the quote whose amounts were shown and are accepted.")
     shown_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -275,6 +275,10 @@ class Command(BaseCommand):
                 staff.save()
             staff.groups.add(Group.objects.get(name=group_name))
         self._approvals(Group.objects.get(name="Finance"), now)
+        from retention.demo import retention_demo_seed
+
+        retention_demo_seed()  # exit reasons and retention offers
+
         from retention.seed_renewal_offers import seed_renewal_offers
 
         seed_renewal_offers(now=now, password=DEMO_PASSWORD)  # Nordwind (nora): the annual offer card near renewal
