@@ -20,7 +20,7 @@ def seed_winback(*, now: datetime, password: str) -> str:
 
     offer, _ = RetentionOffer.objects.update_or_create(name="Win-back: 20 % for 3 months", defaults={
         "headline": "20 % off for 3 months", "kind": "discount", "percent_off": Decimal("20.00"), "periods": 3,
-        "flow": "cancel", "is_active": True})
+        "flow": "win_back", "is_active": True})
     campaign, _ = WinBackCampaign.objects.get_or_create(name="After a cancellation", defaults={
         "trigger": "cancel", "max_age_days": 90})
     WinBackStep.objects.update_or_create(campaign=campaign, position=1, defaults={"delay_days": 7, "offer": None})

@@ -41,6 +41,7 @@ class RetentionOffer(models.Model):
         ANY = "any", _("Downgrade or cancel")
         CANCEL = "cancel", _("Cancel only")
         DOWNGRADE = "downgrade", _("Downgrade only")
+        WIN_BACK = "win_back", _("Win-back emails only")
 
     name = models.CharField(max_length=100, help_text="Internal name, shown in admin and reports.")
     headline = models.CharField(max_length=200, help_text="What the customer reads, e.g. '30 % off for 3 months'.")
@@ -56,7 +57,9 @@ class RetentionOffer(models.Model):
                                     related_name="+", help_text="Cross-grade: the cheaper plan; trial: the higher "
                                                                 "tier tried.")
     trial_days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Trial: its length in days.")
-    flow = models.CharField(max_length=10, choices=Flow.choices, default=Flow.ANY)
+    flow = models.CharField(max_length=10, choices=Flow.choices, default=Flow.ANY,
+                            help_text="Where it is offered: the exit flow (downgrade, cancel or both) or only in "
+                                      "win-back emails, never on the way out.")
     reasons = models.ManyToManyField(ExitReason, blank=True, related_name="offers",
                                      help_text="Shown for these reasons only; none selected: any reason.")
     plans = models.ManyToManyField("billing.Plan", blank=True, related_name="+",
