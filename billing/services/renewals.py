@@ -60,8 +60,10 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
     if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
         return False  # a payment for the current period is under way: renew once it settles (next sweep)
     period_end = subscription.current_period_end
-    due = (PlanChange.objects.select_for_update().filter(subscription=subscription, status=PlanChange.Status.SCHEDULED,
-                                                         effective_at__lte=period_end)
+    # `of=("self",)`: lock the plan changes only, never the joined price and plan rows that every customer moving
+    # to that price shares (locking those serialised the sweep's workers on one row).
+    due = (PlanChange.objects.select_for_update(of=("self",))
+           .filter(subscription=subscription, status=PlanChange.Status.SCHEDULED, effective_at__lte=period_end)
            .select_related("to_price__plan").order_by("effective_at", "pk"))
     for change in due:
         if _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now):
