@@ -25,9 +25,10 @@ from billing.selectors import (
     payment_method_default,
     tax_decision_for,
 )
+from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_plan_change
-from entitlements.selectors import entitlements_compute, entitlements_gained
+from entitlements.selectors import USABLE_STATUSES, Entitlement, entitlements_gained, entitlements_of
 from entitlements.services import entitlements_sync
 
 logger = logging.getLogger(__name__)
@@ -267,16 +268,33 @@ def _supersede_scheduled(*, subscription: Subscription, keep: PlanChange | None,
                            after=_change_snapshot(old), message=old.failure_message)
 
 
+def _entitled(*, ctx: ReadContext, subscription: Subscription, others: list[tuple[int, int]]) -> list[Entitlement]:
+    """The customer's entitlements with `subscription` as it is in memory and its other usable subscriptions
+    `others` ((price id, quantity), read in this transaction): what entitlements_compute would read now."""
+    holdings = [(ctx.price(price_id), quantity) for price_id, quantity in others]
+    if subscription.status in USABLE_STATUSES:
+        holdings.append((ctx.price(subscription.price_id), subscription.quantity))
+    return entitlements_of(holdings=holdings, grants=ctx.plan_features({price.plan_id for price, _q in holdings}),
+                           features=ctx.features())
+
+
 def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription,
-           actor: AbstractBaseUser | None, now: datetime) -> None:
+           actor: AbstractBaseUser | None, now: datetime, ctx: ReadContext | None = None) -> None:
     """Apply the change's terms, ledger and audit in the caller's transaction (locks held)."""
+    ctx = ctx or ReadContext()
+    subscription.price = ctx.price(subscription.price_id)  # with its product, for the snapshots
     before = subscription_snapshot(subscription)
-    entitled_before = entitlements_compute(customer_id=customer.pk)
+    # Only this subscription changes here: the others are read once, the entitlements before and after are
+    # computed from them and the catalog rows of the context (entitlements_added).
+    others = list(Subscription.objects.filter(customer_id=customer.pk, status__in=USABLE_STATUSES)
+                  .exclude(pk=subscription.pk).values_list("price_id", "quantity"))
+    entitled_before = _entitled(ctx=ctx, subscription=subscription, others=others)
     if change.direction == Direction.CANCEL:
         # Nothing is deleted: the subscription ends, its history and the customer's data stay.
         subscription.status = Subscription.Status.CANCELLED
     else:
-        to_price = change.to_price
+        to_price = ctx.price(change.to_price_id)
+        change.to_price = to_price
         subscription.price = to_price
         subscription.product_id = to_price.plan.product_id
         subscription.quantity = change.to_quantity
@@ -298,8 +316,8 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
             description=f"Credit for unused time, plan change {change.pk}",
             created_by=actor if actor is not None and actor.is_authenticated else None,
         )
-    change.entitlements_added = entitlements_gained(before=entitled_before,
-                                                    after=entitlements_compute(customer_id=customer.pk))
+    change.entitlements_added = entitlements_gained(
+        before=entitled_before, after=_entitled(ctx=ctx, subscription=subscription, others=others))
     change.status = PlanChange.Status.APPLIED
     change.applied_at = now
     change.next_action_url = ""
@@ -307,7 +325,7 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
     change.save()
     if change.timing == Timing.NOW:
         _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
-        invoice_for_plan_change(change=change, customer=customer, now=now, actor=actor)
+        invoice_for_plan_change(change=change, customer=customer, now=now, actor=actor, ctx=ctx)
     entitlements_sync(customer=customer)
     audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
                        reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
