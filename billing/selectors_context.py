@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from billing.models import ChangeRule, Customer, Feature, LegalEntity, PlanFeature, Price, TaxRate
+from billing.models import ApprovalPolicy, ChangeRule, Customer, Feature, LegalEntity, PlanFeature, Price, TaxRate
 from billing.tax import TaxDecision, tax_decision
 
 _UNSET = object()
@@ -34,6 +34,7 @@ class ReadContext:
         self._prices: dict[int, Price] = {}
         self._features: list[Feature] | None = None
         self._plan_features: dict[int, list[PlanFeature]] = {}
+        self._approval_policies: list[ApprovalPolicy] | None = None
 
     # --- the seller and the rules --------------------------------------------------------------------------------
 
@@ -48,6 +49,14 @@ class ReadContext:
         if self._rules is None:
             self._rules = list(ChangeRule.objects.filter(is_active=True).order_by("position", "id"))
         return self._rules
+
+    def approval_policies(self) -> list[ApprovalPolicy]:
+        """The active approval policies in position order, their steps and groups prefetched (as
+        approvals.approval_hold_for reads them)."""
+        if self._approval_policies is None:
+            self._approval_policies = list(ApprovalPolicy.objects.filter(is_active=True)
+                                           .prefetch_related("steps__group").order_by("position", "pk"))
+        return self._approval_policies
 
     # --- tax -----------------------------------------------------------------------------------------------------
 

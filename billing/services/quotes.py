@@ -38,6 +38,7 @@ from billing.selectors import (
     tax_decision_for,
     tax_for_price,
 )
+from billing.selectors_context import ReadContext
 from billing.tax import TaxDecision, missing_rate
 
 
@@ -99,13 +100,21 @@ class PricingContext:
     contract: Contract | None = None  # in force now: negotiated prices, commitments (billing.services.contracts)
 
 
-def pricing_context(*, subscription: Subscription, now: datetime) -> PricingContext:
+def pricing_context(*, subscription: Subscription, now: datetime, ctx: ReadContext | None = None) -> PricingContext:
+    """The rules, seller and tax rates come from `ctx` (read once per request or chunk); the customer's balance,
+    open changes and contract are read for this subscription."""
     customer = subscription.customer
-    entity = legal_entity_default()
+    if ctx is None:
+        entity = legal_entity_default()
+        rules = list(ChangeRule.objects.filter(is_active=True).order_by("position", "id"))
+        tax = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now), entity=entity)
+    else:
+        entity, rules = ctx.legal_entity(), ctx.change_rules()
+        tax = ctx.tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now))
     return PricingContext(
-        rules=list(ChangeRule.objects.filter(is_active=True).order_by("position", "id")),
+        rules=rules,
         entity=entity,
-        tax=tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now), entity=entity),
+        tax=tax,
         balance=customer_balance(customer=customer, currency=subscription.price.currency),
         open_changes=list(
             PlanChange.objects.filter(
@@ -340,10 +349,12 @@ def quote_create(
     now: datetime,
     actor: AbstractBaseUser | None,
     cancel: bool = False,
+    ctx: ReadContext | None = None,
 ) -> Quote:
     """Price a change (`quote_price`) and store it as a quote that expires after QUOTE_TTL."""
+    context = pricing_context(subscription=subscription, now=now.replace(microsecond=0), ctx=ctx) if ctx else None
     quote = quote_price(subscription=subscription, to_price=to_price, quantity=quantity, now=now, actor=actor,
-                        cancel=cancel)
+                        cancel=cancel, context=context)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A quote is an offer, not money moved: losing the last few to a crash only means asking
