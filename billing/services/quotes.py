@@ -18,6 +18,7 @@ from billing.errors import ChangeRefused
 from billing.models import (
     INTERVAL_DAYS,
     INTERVAL_RANK,
+    BalanceEntry,
     ChangeRule,
     Contract,
     Direction,
@@ -123,6 +124,39 @@ def pricing_context(*, subscription: Subscription, now: datetime, ctx: ReadConte
         ),
         contract=contract_in_force(subscription_id=subscription.pk, at=now),
     )
+
+
+def pricing_contexts(*, subscriptions: list[Subscription], now: datetime,
+                     ctx: ReadContext) -> dict[int, PricingContext]:
+    """`pricing_context` of many subscriptions (a bulk job's preview), by subscription id: the balances, open
+    changes and contracts of all of them in three queries per few thousand, the rest from `ctx`."""
+    from django.db.models import Sum
+
+    contexts: dict[int, PricingContext] = {}
+    batch = 5000
+    for index in range(0, len(subscriptions), batch):
+        part = subscriptions[index:index + batch]
+        customer_ids = {s.customer_id for s in part}
+        balances = {(row["customer_id"], row["currency"]): row["total"] for row in
+                    BalanceEntry.objects.filter(customer_id__in=customer_ids).order_by()
+                    .values("customer_id", "currency").annotate(total=Sum("amount"))}
+        open_changes: dict[int, list[tuple[int, str, int]]] = {}
+        for customer_id, pk, status, subscription_id in PlanChange.objects.filter(
+            customer_id__in=customer_ids, status__in=(*PlanChange.IN_FLIGHT, PlanChange.Status.SCHEDULED)
+        ).values_list("customer_id", "pk", "status", "subscription_id"):
+            open_changes.setdefault(customer_id, []).append((pk, status, subscription_id))
+        contracts = {c.subscription_id: c for c in Contract.objects.filter(  # at most one per subscription
+            subscription_id__in=[s.pk for s in part], term_start__lte=now, term_end__gt=now).prefetch_related("prices")}
+        for subscription in part:
+            customer = subscription.customer
+            balance = balances.get((customer.pk, subscription.price.currency))
+            contexts[subscription.pk] = PricingContext(
+                rules=ctx.change_rules(), entity=ctx.legal_entity(),
+                tax=ctx.tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now)),
+                balance=balance if balance is not None else Decimal(0),
+                open_changes=open_changes.get(customer.pk, []), contract=contracts.get(subscription.pk),
+            )
+    return contexts
 
 
 def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime,
