@@ -7,6 +7,7 @@ change, so a change never exists without its document, nor a number without its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from billing import proration
 from billing.errors import BillingError
 from billing.models import (
     BalanceEntry,
+    Contract,
     Customer,
     DocumentSeries,
     Invoice,
@@ -44,7 +46,12 @@ def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
     """The next number of the series, in the caller's transaction: the series row stays locked until it
     commits, so concurrent issuers queue (no duplicates) and a rolled-back issue returns its number (no gaps).
     One statement once the series exists (UPDATE … RETURNING takes the row lock and the number together)."""
-    taken = _series_next(entity=entity, kind=kind, year=year)
+    return document_numbers_take(entity=entity, kind=kind, year=year, count=1)[0]
+
+
+def document_numbers_take(*, entity: LegalEntity, kind: str, year: int, count: int) -> list[str]:
+    """The next `count` numbers of the series, contiguous, under the same rules as document_number_take."""
+    taken = _series_next(entity=entity, kind=kind, year=year, count=count)
     if taken is None:  # the year's first document of this kind: create the series, then take from it
         prefix = entity.invoice_prefix if kind == Invoice.Kind.INVOICE else entity.credit_note_prefix
         try:
@@ -53,35 +60,42 @@ def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
                                                      defaults={"prefix": prefix})
         except IntegrityError:  # another transaction created the series first
             pass
-        taken = _series_next(entity=entity, kind=kind, year=year)
+        taken = _series_next(entity=entity, kind=kind, year=year, count=count)
         if taken is None:
             raise DocumentSeries.DoesNotExist(f"no {kind} series {year} for {entity}")
-    prefix, number = taken
-    return f"{prefix}-{year}-{number:06d}"
+    prefix, first = taken
+    return [f"{prefix}-{year}-{number:06d}" for number in range(first, first + count)]
 
 
-def _series_next(*, entity: LegalEntity, kind: str, year: int) -> tuple[str, int] | None:
-    table = DocumentSeries._meta.db_table
+def _series_next(*, entity: LegalEntity, kind: str, year: int, count: int) -> tuple[str, int] | None:
+    """(prefix, first number taken), or None when the series does not exist yet."""
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET next_number = next_number + 1 "  # noqa: S608 - the model's own table
-                       "WHERE legal_entity_id = %s AND kind = %s AND year = %s RETURNING prefix, next_number - 1",
-                       [entity.pk, kind, year])
+        cursor.execute("UPDATE billing_documentseries SET next_number = next_number + %s "
+                       "WHERE legal_entity_id = %s AND kind = %s AND year = %s RETURNING prefix, next_number - %s",
+                       [count, entity.pk, kind, year, count])
         row = cursor.fetchone()
     return (row[0], row[1]) if row is not None else None
 
 
 def _issue_fields(*, entity: LegalEntity, kind: str, now: datetime) -> dict:
     """Number, issue instant and issue date of a document issued now (the series stays locked until commit)."""
+    return issue_fields_for(entity=entity, kind=kind, now=now, count=1)[0]
+
+
+def issue_fields_for(*, entity: LegalEntity, kind: str, now: datetime, count: int) -> list[dict]:
+    """Number, issue instant and issue date of `count` documents issued now, in number order (the series stays
+    locked until commit). They share the issue instant, as documents issued one by one at `now` would."""
     tz = ZoneInfo(entity.timezone)  # issue dates follow the seller's calendar
     year = now.astimezone(tz).year
-    number = document_number_take(entity=entity, kind=kind, year=year)
+    numbers = document_numbers_take(entity=entity, kind=kind, year=year, count=count)
     # Numbers and issue dates run in the same order: a worker whose clock was read before another worker's
     # (a chunk of renewals started earlier) never dates a later number before an earlier one.
     latest = (Invoice.objects.filter(legal_entity=entity, kind=kind, issued_at__isnull=False,
-                                     number__startswith=number.rsplit("-", 1)[0] + "-")
+                                     number__startswith=numbers[0].rsplit("-", 1)[0] + "-")
               .order_by("-issued_at").values_list("issued_at", flat=True).first())
     issued_at = max(now, latest) if latest is not None else now
-    return {"number": number, "issued_at": issued_at, "issue_date": issued_at.astimezone(tz).date()}
+    return [{"number": number, "issued_at": issued_at, "issue_date": issued_at.astimezone(tz).date()}
+            for number in numbers]
 
 
 def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
@@ -183,10 +197,43 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
     renewal's locks held). Priced and taxed now, from the current terms; the customer's balance in the
     invoice's currency is applied first (PRORATION.md's balance rule). None for a free period."""
     ctx = ctx or ReadContext()
+    contract = contract_in_force(subscription_id=subscription.pk, at=subscription.current_period_start)
+    built = renewal_invoice_build(customer=customer, subscription=subscription, now=now, ctx=ctx, contract=contract,
+                                  balance_of=lambda currency: customer_balance(customer=customer, currency=currency))
+    if built is None:
+        return None
+    invoice, line = built
+    # Inserted issued (number taken first, in this transaction).
+    for name, value in _issue_fields(entity=invoice.legal_entity, kind=invoice.kind, now=now).items():
+        setattr(invoice, name, value)
+    invoice.save(force_insert=True)
+    line.invoice = invoice
+    line.save(force_insert=True)
+    if invoice.balance_applied > 0:
+        BalanceEntry.objects.create(customer=customer, currency=invoice.currency, amount=-invoice.balance_applied,
+                                    kind=BalanceEntry.Kind.APPLIED_TO_INVOICE, invoice=invoice, created_at=now,
+                                    description=f"Applied to invoice {invoice.number}")
+    renewal_invoice_enqueue(invoice)
+    return invoice
+
+
+def renewal_invoice_enqueue(invoice: Invoice) -> None:
+    """After commit: the PDF, and the collection of what is due (robust: if the broker is down, the catch-up sweeps
+    `render_missing_pdfs` and `collect_due_invoices` pick them up)."""
+    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
+    if invoice.amount_due > 0:
+        transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
+
+
+def renewal_invoice_build(*, customer: Customer, subscription: Subscription, now: datetime, ctx: ReadContext,
+                          contract: Contract | None,
+                          balance_of: Callable[[str], Decimal]) -> tuple[Invoice, InvoiceLine] | None:
+    """The renewal invoice (unsaved, not numbered yet) and its line, for the subscription's current period with
+    `contract` the one in force at its start and `balance_of(currency)` the customer's balance. None for a free
+    period. Shared by invoice_for_renewal and the set-based period-end step, so both write the same document."""
     price = ctx.price(subscription.price_id)
     currency = price.currency
     start, end = subscription.current_period_start, subscription.current_period_end
-    contract = contract_in_force(subscription_id=subscription.pk, at=start)  # negotiated prices, PO number
     item = price_item(price=price, quantity=subscription.quantity, discount_percent=subscription.discount_percent,
                       contract=contract)
     amount = proration.period_amount(item, currency)
@@ -197,7 +244,7 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
         raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
     decision = ctx.tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=start))
     tax = tax_for_price(decision=decision, price=price)
-    balance = max(customer_balance(customer=customer, currency=currency), Decimal(0))
+    balance = max(balance_of(currency), Decimal(0))
     totals = proration.totals_for(amount, tax, balance, currency)
     inclusive = tax is not None and tax.inclusive
     tz = ZoneInfo(customer.timezone)
@@ -211,11 +258,9 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
         line.update(proration.tier_facts_json(proration.Line(
             kind="charge", description="", amount=amount, quantity=subscription.quantity, tiers_mode=item.tiers_mode,
             bands=proration.item_bands(item), tiered_amount=proration.tiered_amount(item)), currency))
-    # Inserted issued (number taken first, in this transaction): paid already when the balance covers it.
-    paid = totals.amount_due == 0
-    invoice = Invoice.objects.create(
+    paid = totals.amount_due == 0  # issued as paid: the balance covers it
+    invoice = Invoice(
         kind=Invoice.Kind.INVOICE, billing_reason=Invoice.Reason.RENEWAL, legal_entity=entity, customer=customer,
-        **_issue_fields(entity=entity, kind=Invoice.Kind.INVOICE, now=now),
         status=Invoice.Status.PAID if paid else Invoice.Status.ISSUED, paid_at=now if paid else None,
         next_payment_attempt_at=None if paid else now,
         subscription=subscription, supply_start=start, supply_end=end, currency=currency,
@@ -237,16 +282,8 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
     with translation.override(customer.language or "en"):
         description = line_text(line)[:500]
         detail = bands_text(line, currency)
-    InvoiceLine.objects.create(invoice=invoice, position=1, description=description, detail=detail, quantity=1,
-                               unit_amount=amount, amount=amount, tax_rate=decision.rate)
-    if totals.balance_applied > 0:
-        BalanceEntry.objects.create(customer=customer, currency=currency, amount=-totals.balance_applied,
-                                    kind=BalanceEntry.Kind.APPLIED_TO_INVOICE, invoice=invoice, created_at=now,
-                                    description=f"Applied to invoice {invoice.number}")
-    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
-    if totals.amount_due > 0:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
-        transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
-    return invoice
+    return invoice, InvoiceLine(position=1, description=description, detail=detail, quantity=1, unit_amount=amount,
+                                amount=amount, tax_rate=decision.rate)
 
 
 def _enqueue_collect(invoice_id: int) -> None:

@@ -299,18 +299,7 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
     others = list(Subscription.objects.filter(customer_id=customer.pk, status__in=USABLE_STATUSES)
                   .exclude(pk=subscription.pk).values_list("price_id", "quantity"))
     entitled_before = _entitled(ctx=ctx, subscription=subscription, others=others)
-    if change.direction == Direction.CANCEL:
-        # Nothing is deleted: the subscription ends, its history and the customer's data stay.
-        subscription.status = Subscription.Status.CANCELLED
-    else:
-        to_price = ctx.price(change.to_price_id)
-        change.to_price = to_price
-        subscription.price = to_price
-        subscription.product_id = to_price.plan.product_id
-        subscription.quantity = change.to_quantity
-        subscription.current_period_start = change.new_period_start
-        subscription.current_period_end = change.new_period_end
-    subscription.version += 1
+    _apply_terms(change=change, subscription=subscription, ctx=ctx)
     subscription.save()
     if change.balance_applied > 0:
         BalanceEntry.objects.create(
@@ -326,12 +315,8 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
             description=f"Credit for unused time, plan change {change.pk}",
             created_by=actor if actor is not None and actor.is_authenticated else None,
         )
-    change.entitlements_added = entitlements_gained(
-        before=entitled_before, after=_entitled(ctx=ctx, subscription=subscription, others=others))
-    change.status = PlanChange.Status.APPLIED
-    change.applied_at = now
-    change.next_action_url = ""
-    change.failure_code = change.failure_message = ""
+    _mark_applied(change=change, now=now, entitled_before=entitled_before,
+                  entitled_after=_entitled(ctx=ctx, subscription=subscription, others=others))
     change.save()
     if change.timing == Timing.NOW:
         _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
@@ -339,8 +324,36 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
     entitlements_sync(customer=customer)
     audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
                        reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
-                       message=f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} "
-                               f"{change.currency} charged")
+                       message=applied_message(change))
+
+
+def _apply_terms(*, change: PlanChange, subscription: Subscription, ctx: ReadContext) -> None:
+    """The change's terms on the subscription, in memory (shared with the set-based period-end step)."""
+    if change.direction == Direction.CANCEL:
+        # Nothing is deleted: the subscription ends, its history and the customer's data stay.
+        subscription.status = Subscription.Status.CANCELLED
+    else:
+        to_price = ctx.price(change.to_price_id)
+        change.to_price = to_price
+        subscription.price = to_price
+        subscription.product_id = to_price.plan.product_id
+        subscription.quantity = change.to_quantity
+        subscription.current_period_start = change.new_period_start
+        subscription.current_period_end = change.new_period_end
+    subscription.version += 1
+
+
+def _mark_applied(*, change: PlanChange, now: datetime, entitled_before: list[Entitlement],
+                  entitled_after: list[Entitlement]) -> None:
+    change.entitlements_added = entitlements_gained(before=entitled_before, after=entitled_after)
+    change.status = PlanChange.Status.APPLIED
+    change.applied_at = now
+    change.next_action_url = ""
+    change.failure_code = change.failure_message = ""
+
+
+def applied_message(change: PlanChange) -> str:
+    return f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} {change.currency} charged"
 
 
 def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | None, now: datetime,

@@ -20,6 +20,7 @@ from billing.models import Customer, Direction, PlanChange, Subscription
 from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_renewal
+from billing.services.period_ends_bulk import period_ends_apply_set
 from billing.services.plan_changes import _apply, _fail_change, _lock
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,17 @@ def period_ends_run(*, subscription_ids: list[int], plan_change_ids: list[int], 
     the tax rates and the legal entity once (billing.selectors_context)."""
     ctx = ReadContext()
     applied = 0
+    taken: dict[int, bool] = {}
+    if len(subscription_ids) > 1:
+        try:  # the plain steps of the chunk together; an error here only means step by step for all of them
+            taken = period_ends_apply_set(subscription_ids=subscription_ids, now=now, ctx=ctx)
+        except Exception:
+            logger.exception("the set-based period-end step failed; applying the chunk step by step")
     for subscription_id in subscription_ids:
+        if subscription_id in taken:
+            applied += 1
+            if not taken[subscription_id]:
+                continue  # otherwise another period is due already: the single step catches up
         try:
             applied += subscription_renew_all_due(subscription_id=subscription_id, now=now, ctx=ctx)
         except Exception as error:
