@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -166,7 +168,7 @@ class QuoteSerializer(serializers.ModelSerializer):
                   "from_quantity", "to_price", "to_quantity", "currency", "lines", "subtotal", "tax_rate",
                   "tax_inclusive", "tax", "total", "balance_before", "balance_applied", "amount_due",
                   "balance_after", "new_period_start", "new_period_end", "next_period_amount", "next_period_tax",
-                  "supersedes"]
+                  "supersedes", "target_discount_percent"]
 
     def get_expired(self, obj: Quote) -> bool:
         return self.context["now"] >= obj.expires_at
@@ -209,6 +211,8 @@ def quote_json(quote: Quote, *, now) -> dict:
         "new_period_start": _iso(quote.new_period_start), "new_period_end": _iso(quote.new_period_end),
         "next_period_amount": money(quote.next_period_amount), "next_period_tax": money(quote.next_period_tax),
         "supersedes": quote.supersedes,
+        "target_discount_percent": None if quote.target_discount_percent is None
+        else str(quote.target_discount_percent.quantize(Decimal("0.01"))),
     }
 
 

@@ -3,6 +3,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from billing import apis
 from entitlements.apis import CustomerEntitlementsApi
+from retention.apis import SubscriptionRenewalOfferApi, SubscriptionRenewalOfferQuoteApi
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -17,6 +18,10 @@ urlpatterns = [
     path("subscriptions/<int:subscription_id>/quotes/", apis.QuoteCreateApi.as_view(), name="api-quote-create"),
     path("subscriptions/<int:subscription_id>/changes/", apis.SubscriptionChangeListApi.as_view(),
          name="api-subscription-changes"),
+    path("subscriptions/<int:subscription_id>/renewal-offer/", SubscriptionRenewalOfferApi.as_view(),
+         name="api-renewal-offer"),
+    path("subscriptions/<int:subscription_id>/renewal-offer/quote/", SubscriptionRenewalOfferQuoteApi.as_view(),
+         name="api-renewal-offer-quote"),
     path("quotes/<int:quote_id>/", apis.QuoteDetailApi.as_view(), name="api-quote"),
     path("quotes/<int:quote_id>/accept/", apis.QuoteAcceptApi.as_view(), name="api-quote-accept"),
     path("plan-changes/<int:plan_change_id>/", apis.PlanChangeDetailApi.as_view(), name="api-plan-change"),

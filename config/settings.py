@@ -216,6 +216,12 @@ CELERY_BEAT_SCHEDULE = {
                                     "schedule": timedelta(minutes=10)},
     # Approvals: expiry, approved held changes the broker missed, amendments whose date has come.
     "sweep-approvals": {"task": "billing.tasks.sweep_approvals", "schedule": timedelta(minutes=1)},
+    # Renewal-window annual offers: the reminder email a few days into the window (retention/services).
+    "renewal-offer-emails": {"task": "retention.tasks.send_renewal_offer_emails", "schedule": timedelta(hours=1)},
+    # Trials of a higher tier: reminders before the end, conversion or fallback at the end.
+    "sweep-trials": {"task": "retention.tasks.sweep_trials", "schedule": timedelta(minutes=1)},
+    # Win-back campaigns: the emails now due, once per enrolment and step.
+    "winback-sweep": {"task": "retention.tasks.winback_sweep", "schedule": timedelta(minutes=5)},
 }
 
 # Billing
@@ -238,7 +244,15 @@ SCHEDULED_CHANGE_LEASE_SECONDS = env.int("SCHEDULED_CHANGE_LEASE_SECONDS", defau
 # Staff may roll back an applied plan change for this many days after it applied (docs/back-office.md).
 ROLLBACK_WINDOW_DAYS = env.int("ROLLBACK_WINDOW_DAYS", default=14)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))
+# Trials of a higher tier (docs/retention-trials.md): default length, one trial per product and customer within the
+# window, reminder emails this many days before the end.
+TRIAL_DEFAULT_DAYS = env.int("TRIAL_DEFAULT_DAYS", default=14)
+TRIAL_REPEAT_WINDOW_DAYS = env.int("TRIAL_REPEAT_WINDOW_DAYS", default=365)
+TRIAL_REMINDER_DAYS = env.list("TRIAL_REMINDER_DAYS", cast=int, default=[3, 1])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Win-back emails (docs/retention-winback.md): how long the signed offer and unsubscribe links work.
+WINBACK_OFFER_LINK_DAYS = env.int("WINBACK_OFFER_LINK_DAYS", default=30)
+WINBACK_UNSUBSCRIBE_LINK_DAYS = env.int("WINBACK_UNSUBSCRIBE_LINK_DAYS", default=365)
 # Prefix of the idempotency keys sent to payment gateways: set one per deployment (production, staging, CI)
 # when several share a Stripe account, so their keys and payments can never be mistaken for each other.
 IDEMPOTENCY_NAMESPACE = env.str("IDEMPOTENCY_NAMESPACE", default="crossgrade")

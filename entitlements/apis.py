@@ -18,7 +18,15 @@ class EntitlementSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
     limit = serializers.IntegerField(allow_null=True, help_text="null: unlimited, or not a limit")
     unit = serializers.CharField()
-    sources = serializers.ListField(child=serializers.CharField())
+    sources = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Where it comes from: 'plan:<product>/<plan>' for a subscription, 'trial:<product>/<plan>' for a "
+                  "trial of a higher tier (gone at the trial's end)")
+    used = serializers.IntegerField(allow_null=True, help_text="Usage reported against the limit; null: not reported")
+    over_limit = serializers.BooleanField(help_text="Usage is above the limit (after a downgrade or a trial's end)")
+    read_only = serializers.BooleanField(
+        help_text="Nothing is deleted: what is above the limit stays readable but cannot grow or be edited until "
+                  "usage is brought under the limit or the plan is upgraded")
 
 
 class CustomerEntitlementsApi(APIView):

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from portal import views
+from portal import views, views_renewal_offers, views_trials, views_winback
 
 
 class IdConverter:
@@ -37,10 +37,20 @@ urlpatterns = [
          name="review-create"),
     path("c/<id:customer_id>/subscriptions/<id:subscription_id>/cancel/", views.cancel_subscription,
          name="cancel"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/renewal-offer/switch/",
+         views_renewal_offers.renewal_offer_switch, name="renewal-offer-switch"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/renewal-offer/not-now/",
+         views_renewal_offers.renewal_offer_not_now, name="renewal-offer-not-now"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/", views.review, name="review"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/confirm/", views.confirm, name="confirm"),
     path("c/<id:customer_id>/quotes/<id:quote_id>/return/", views.complete_pending, name="complete-pending"),
     path("c/<id:customer_id>/changes/<id:change_id>/", views.change, name="change"),
     path("c/<id:customer_id>/changes/<id:change_id>/complete/", views.complete, name="complete"),
     path("c/<id:customer_id>/changes/<id:change_id>/cancel/", views.change_cancel, name="change-cancel"),
+    path("c/<id:customer_id>/subscriptions/<id:subscription_id>/trial/<id:plan_id>/", views_trials.trial_confirm,
+         name="trial-confirm"),
+    path("c/<id:customer_id>/trials/<id:trial_id>/opt-in/", views_trials.trial_opt_in, name="trial-opt-in"),
+    path("c/<id:customer_id>/trials/<id:trial_id>/end/", views_trials.trial_end_now, name="trial-end"),
+    path("winback/offer/<str:token>/", views_winback.winback_offer, name="winback-offer"),
+    path("winback/unsubscribe/<str:token>/", views_winback.winback_unsubscribe, name="winback-unsubscribe"),
 ]

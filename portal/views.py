@@ -56,6 +56,7 @@ from portal.selectors import (
     plans_page_get,
     unlocked_features,
 )
+from retention.selectors.trials import trial_offers, trials_running
 
 DOUBLE_SUBMIT_WAIT_SECONDS = 3
 SEATS_KEY = re.compile(r"seats_[0-9]{1,18}", re.ASCII)
@@ -143,10 +144,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def overview(request: HttpRequest, customer_id: int) -> HttpResponse:
+    from retention.selectors.renewal_offers import renewal_offers_for_customer
+
     membership = _membership(request, customer_id)
     return _page(request, membership, "portal/overview.html", overview=overview_get(customer=membership.customer),
                  payment_method=payment_method_default(customer=membership.customer),
-                 open_invoices=invoices_unpaid(customer=membership.customer), nav="overview")
+                 open_invoices=invoices_unpaid(customer=membership.customer), nav="overview",
+                 renewal_offers=renewal_offers_for_customer(customer_id=customer_id, now=timezone.now()),
+                 trials=trials_running(customer=membership.customer, now=timezone.now()))
 
 
 # --- plans and live prices --------------------------------------------------------------
@@ -186,7 +191,9 @@ def plans(request: HttpRequest, customer_id: int, subscription_id: int) -> HttpR
                           seat_errors=seat_errors, now=timezone.now())
     template = "portal/plans.html#plans-grid" if request.htmx and request.htmx.target == "plans-grid" else \
         "portal/plans.html"
-    return _page(request, membership, template, page=page, nav="plans")
+    trials = trial_offers(subscription=subscription, now=timezone.now()) if membership.role in BILLING_ROLES else {}
+    return _page(request, membership, template, page=page, nav="plans", trials=trials,
+                 trial_days=settings.TRIAL_DEFAULT_DAYS)
 
 
 @login_required

@@ -39,6 +39,7 @@ from billing.models.subscriptions import (
     Quote,
     Subscription,
 )
+from billing.models.usage import FeatureUsage
 
 __all__ = [
     "Amendment", "ApprovalPolicy", "ApprovalPolicyStep", "ApprovalRequest", "ApprovalStep", "Contract", "ContractPrice",
@@ -47,5 +48,5 @@ __all__ = [
     "Notification", "PaymentAttempt", "BulkJob", "ScheduledChange",
     "Feature", "IdempotencyKey", "Interval", "LocalPayment", "Membership", "Mode", "PaymentMethod", "Plan",
     "PlanChange", "PlanFeature", "Price", "PriceTier", "Product", "Quote", "StripeEvent", "Subscription", "TaxRate",
-    "Timing", "PlanChangeRollback",
+    "Timing", "PlanChangeRollback", "FeatureUsage",
 ]

@@ -29,6 +29,16 @@ class Subscription(models.Model):
     seats_in_use = models.PositiveIntegerField(default=0, help_text="Seats the product reports as used.")
     discount_percent = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(0),
                                            help_text="A subscription-level discount, kept across plan changes.")
+    discount_periods_left = models.PositiveSmallIntegerField(
+        null=True, blank=True,
+        help_text="Renewals still billed at the discount: each renewal takes one; a renewal that finds 0 ends the "
+                  "discount (back to 0 %) before it invoices. Empty: the discount has no end.")
+    next_discount_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True,
+        help_text="A discount that starts at the next renewal (a retention offer): the current period was paid at "
+                  "the old terms, so credits for it stay at the old discount.")
+    next_discount_periods = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="How many periods the next discount lasts, counting its first. Empty: no end.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE,
                               help_text="Past due: a renewal invoice is unpaid; payment is retried on a schedule and "
                                         "no plan change is accepted until it is paid.")
@@ -105,6 +115,11 @@ class Quote(models.Model):
     next_period_amount = models.DecimalField(**AMOUNT, help_text="What each period costs from the next renewal, tax included.")
     next_period_tax = models.DecimalField(**AMOUNT)
     supersedes = models.JSONField(default=list, help_text="Scheduled changes this change replaces.")
+    target_discount_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True,
+        help_text="An offer's discount on the target's first period only (a renewal-window annual offer): the charge "
+                  "is priced with it instead of the subscription's discount; accepting sets it on the subscription "
+                  "with no periods left, so the next renewal bills list price. Empty: the subscription's discount.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -157,6 +172,10 @@ class PlanChange(models.Model):
     balance_applied = models.DecimalField(**AMOUNT)
     amount_due = models.DecimalField(**AMOUNT)
     balance_after = models.DecimalField(**AMOUNT)
+    target_discount_percent = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True,
+        help_text="Copied from the quote: the discount the new terms' first period was charged at; applying the "
+                  "change sets it on the subscription with no periods left (list price from the next renewal).")
     return_url = models.CharField(max_length=500, blank=True,
                                   help_text="Where the customer's browser returns after authenticating the payment.")
     payment_method = models.ForeignKey("billing.PaymentMethod", null=True, blank=True, on_delete=models.SET_NULL,

@@ -180,7 +180,9 @@ def change_facts_for_quote(*, quote: Quote, subscription: Subscription, contract
         currency = quote.currency
         catalog = proration.period_amount(price_item(price=quote.to_price, quantity=quote.to_quantity), currency)
         effective = proration.period_amount(price_item(price=quote.to_price, quantity=quote.to_quantity,
-                                                       discount_percent=subscription.discount_percent,
+                                                       discount_percent=subscription.discount_percent
+                                                       if quote.target_discount_percent is None
+                                                       else quote.target_discount_percent,
                                                        contract=contract), currency)
         discount = _discount_percent(catalog, effective)
     return ChangeFacts(subject=CUSTOMER_CHANGES, currency=quote.currency, amount_due=quote.amount_due,

@@ -59,9 +59,18 @@ def notification_render(*, notification: Notification) -> EmailMultiAlternatives
         html = render_to_string(f"emails/{notification.kind}.html", context)
     message = EmailMultiAlternatives(subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL,
                                      to=[notification.to_email],
-                                     headers={"X-Crossgrade-Notification": notification.key})
+                                     headers=_headers(notification))
     message.attach_alternative(html, "text/html")
     return message
+
+
+def _headers(notification: Notification) -> dict[str, str]:
+    headers = {"X-Crossgrade-Notification": notification.key}
+    unsubscribe_url = notification.context.get("unsubscribe_url")
+    if unsubscribe_url:  # marketing email: the mail client's one-click unsubscribe (RFC 2369, RFC 8058)
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
 
 
 def notification_send(*, notification_id: int, now: datetime) -> bool:
@@ -87,6 +96,18 @@ def notification_send(*, notification_id: int, now: datetime) -> bool:
         claimed_until=None, last_error="",
     )
     return True
+
+
+def notifications_queue_many(*, notifications: list[Notification]) -> dict[str, int]:
+    """Set-based `notification_queue` for sweeps: insert the unsaved rows in one statement, skipping keys that exist
+    (exactly once per key, as above), in the caller's transaction. Returns {key: id} of the rows still waiting to be
+    sent, new or left over from an earlier try; the caller enqueues them after commit (sending claims each row, so
+    enqueuing one twice sends it once)."""
+    if not notifications:
+        return {}
+    Notification.objects.bulk_create(notifications, ignore_conflicts=True)
+    return dict(Notification.objects.filter(key__in=[n.key for n in notifications], status=Notification.Status.PENDING)
+                .values_list("key", "pk"))
 
 
 def notifications_pending_enqueue(*, now: datetime, older_than: timedelta = timedelta(minutes=1)) -> int:

@@ -34,18 +34,20 @@ from billing.models import (
     Invoice,
     InvoiceLine,
     PlanChange,
+    Price,
     Subscription,
     Timing,
 )
 from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_build, subscription_snapshot
 from billing.services.invoices import issue_fields_for, renewal_invoice_build, renewal_invoice_enqueue
-from billing.services.plan_changes import _apply_terms, _entitled, _mark_applied, applied_message
-from entitlements.selectors import USABLE_STATUSES
+from billing.services.plan_changes import _apply_terms, _mark_applied, applied_message
+from entitlements.selectors import USABLE_STATUSES, Entitlement, entitlements_from
 
 # Not the subscription's sweep_* fields: the single step resets them in memory only after it saved the
 # subscription (renewals._renew_locked), so they stay as they were; written the same here (see the report).
 _SUBSCRIPTION_FIELDS = ["price", "product", "quantity", "current_period_start", "current_period_end", "version",
+                        "discount_percent", "discount_periods_left", "next_discount_percent", "next_discount_periods",
                         "updated_at"]
 _CHANGE_FIELDS = ["status", "applied_at", "next_action_url", "failure_code", "failure_message",
                   "entitlements_added", "new_period_start", "new_period_end", "sweep_failures", "sweep_error",
@@ -55,6 +57,9 @@ _CHANGE_FIELDS = ["status", "applied_at", "next_action_url", "failure_code", "fa
 def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: ReadContext) -> dict[int, bool]:
     """Take the plain period-end steps of the chunk together. Returns {subscription id: whether another period is
     already due after it} for the steps taken; the caller runs every other subscription through the single step."""
+    from billing.services.renewals import _discount_roll
+    from retention.services.winback import winback_plan_change_applied
+
     customer_of = dict(Subscription.objects.filter(pk__in=subscription_ids).values_list("pk", "customer_id"))
     per_customer = Counter(customer_of.values())
     with transaction.atomic():
@@ -79,6 +84,11 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
             scheduled.setdefault(change.subscription_id, []).append(change)
         with_contract = set(Contract.objects.filter(subscription_id__in=[s.pk for s in candidates])
                             .values_list("subscription_id", flat=True))
+        from retention.models import Trial
+
+        # A trial grants features the in-memory entitlements below leave out: such customers go step by step.
+        trying = set(Trial.objects.filter(customer_id__in=[s.customer_id for s in candidates],
+                                          status=Trial.Status.ACTIVE).values_list("customer_id", flat=True))
         credit = {row["customer_id"] for row in BalanceEntry.objects
                   .filter(customer_id__in=[s.customer_id for s in candidates]).order_by()
                   .values("customer_id", "currency").annotate(total=Sum("amount"))
@@ -86,12 +96,13 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
         plain: list[tuple[Subscription, PlanChange]] = []
         for subscription in candidates:
             due = [c for c in scheduled.get(subscription.pk, []) if c.effective_at <= subscription.current_period_end]
-            if len(due) != 1 or subscription.pk in with_contract or subscription.customer_id in credit:
+            if (len(due) != 1 or subscription.pk in with_contract or subscription.customer_id in credit
+                    or subscription.customer_id in trying):
                 continue
             change = due[0]
             if (change.direction == Direction.CANCEL or change.timing == Timing.NOW
                     or change.effective_at != subscription.current_period_end
-                    or change.balance_applied != 0 or change.total < 0
+                    or change.balance_applied != 0 or change.total < 0 or change.target_discount_percent is not None
                     or ctx.price(change.to_price_id).plan.product_id != subscription.product_id):
                 continue
             plain.append((subscription, change))
@@ -125,6 +136,7 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
                                             customer=customer, reason_code=change.reason_code, before=before,
                                             after=subscription_snapshot(subscription),
                                             message=applied_message(change)))
+            _discount_roll(subscription)  # as the single step does before invoicing the period entered
             built = renewal_invoice_build(customer=customer, subscription=subscription, now=now, ctx=ctx,
                                           contract=None, balance_of=lambda _currency: Decimal(0))
             if built is None:  # a free period: nothing to number (none in the plain case; kept for safety)
@@ -138,6 +150,10 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
         Customer.objects.filter(pk__in=[s.customer_id for s, _c in plain]).update(
             entitlements_version=F("entitlements_version") + 1)
         AuditEvent.objects.bulk_create(events)
+        for _subscription, change in plain:  # as plan_changes._apply ends: win-back enrolment (its own savepoint)
+            if change.from_price_id is not None:
+                change.from_price = ctx.price(change.from_price_id)
+            winback_plan_change_applied(change=change, now=now)
         entity = documents[0][0].legal_entity
         for (invoice, _line), fields in zip(documents, issue_fields_for(entity=entity, kind=Invoice.Kind.INVOICE,
                                                                        now=now, count=len(documents)), strict=True):
@@ -150,6 +166,23 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
         for invoice, _line in documents:
             renewal_invoice_enqueue(invoice)
     return taken
+
+
+def _entitled(*, ctx: ReadContext, subscription: Subscription, others: list[tuple[int, int]]) -> list[Entitlement]:
+    """What entitlements_compute says now of the customer's features and limits (what entitlements_gained compares),
+    with `subscription` as it is in memory and its other usable subscriptions `others` ((price id, quantity), read in
+    this transaction), for a customer with no trial (the plain case): the same function over the same grants. Usage
+    is left out: it changes neither whether a feature is granted nor its limit."""
+    holdings = [(ctx.price(price_id), quantity) for price_id, quantity in others]
+    if subscription.status in USABLE_STATUSES:
+        holdings.append((ctx.price(subscription.price_id), subscription.quantity))
+    grants_of = [(price.plan_id, f"plan:{price.plan.product.code}/{price.plan.code}",
+                  quantity if price.pricing == Price.Pricing.PER_SEAT else None) for price, quantity in holdings]
+    plan_features: dict[int, list] = {}
+    for grant in ctx.plan_features({plan_id for plan_id, _source, _seats in grants_of}):
+        plan_features.setdefault(grant.plan_id, []).append(grant)
+    return entitlements_from(grants_of=grants_of, plan_features=plan_features, features=ctx.features(), usage={},
+                             seats_used=None)
 
 
 class _NotPlain(Exception):

@@ -26,7 +26,7 @@ from billing.selectors import (
 from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_plan_change
-from entitlements.selectors import USABLE_STATUSES, Entitlement, entitlements_gained, entitlements_of
+from entitlements.selectors import Entitlement, entitlements_compute, entitlements_gained
 from entitlements.services import entitlements_sync
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                     subtotal=quote.subtotal, tax_rate=quote.tax_rate, reverse_charge=quote.reverse_charge,
                     tax=quote.tax, total=quote.total, return_url=return_url[:500],
                     balance_applied=quote.balance_applied, amount_due=quote.amount_due,
-                    balance_after=quote.balance_after, payment_method=payment_method,
+                    balance_after=quote.balance_after, target_discount_percent=quote.target_discount_percent,
+                    payment_method=payment_method,
                     payment_gateway=payment_method.gateway if payment_method else "",
                     payment_method_reference=payment_method.reference if payment_method else "",
                     off_session=off_session, reason_code=reason_code or f"customer_{quote.direction}",
@@ -278,28 +279,16 @@ def _supersede_scheduled(*, subscription: Subscription, keep: PlanChange | None,
                            after=_change_snapshot(old), message=old.failure_message)
 
 
-def _entitled(*, ctx: ReadContext, subscription: Subscription, others: list[tuple[int, int]]) -> list[Entitlement]:
-    """The customer's entitlements with `subscription` as it is in memory and its other usable subscriptions
-    `others` ((price id, quantity), read in this transaction): what entitlements_compute would read now."""
-    holdings = [(ctx.price(price_id), quantity) for price_id, quantity in others]
-    if subscription.status in USABLE_STATUSES:
-        holdings.append((ctx.price(subscription.price_id), subscription.quantity))
-    return entitlements_of(holdings=holdings, grants=ctx.plan_features({price.plan_id for price, _q in holdings}),
-                           features=ctx.features())
-
-
 def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription,
            actor: AbstractBaseUser | None, now: datetime, ctx: ReadContext | None = None) -> None:
     """Apply the change's terms, ledger and audit in the caller's transaction (locks held)."""
     ctx = ctx or ReadContext()
     subscription.price = ctx.price(subscription.price_id)  # with its product, for the snapshots
     before = subscription_snapshot(subscription)
-    # Only this subscription changes here: the others are read once, the entitlements before and after are
-    # computed from them and the catalog rows of the context (entitlements_added).
-    others = list(Subscription.objects.filter(customer_id=customer.pk, status__in=USABLE_STATUSES)
-                  .exclude(pk=subscription.pk).values_list("price_id", "quantity"))
-    entitled_before = _entitled(ctx=ctx, subscription=subscription, others=others)
+    entitled_before = entitlements_compute(customer_id=customer.pk)
     _apply_terms(change=change, subscription=subscription, ctx=ctx)
+    if change.direction != Direction.CANCEL and change.target_discount_percent is not None:
+        _discount_for_first_period(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
     subscription.save()
     if change.balance_applied > 0:
         BalanceEntry.objects.create(
@@ -316,7 +305,7 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
             created_by=actor if actor is not None and actor.is_authenticated else None,
         )
     _mark_applied(change=change, now=now, entitled_before=entitled_before,
-                  entitled_after=_entitled(ctx=ctx, subscription=subscription, others=others))
+                  entitled_after=entitlements_compute(customer_id=customer.pk))
     change.save()
     if change.timing == Timing.NOW:
         _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
@@ -325,6 +314,9 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
     audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
                        reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
                        message=applied_message(change))
+    from retention.services.winback import winback_plan_change_applied  # win-back enrolment / conversion, one insert
+
+    winback_plan_change_applied(change=change, now=now)
 
 
 def _apply_terms(*, change: PlanChange, subscription: Subscription, ctx: ReadContext) -> None:
@@ -354,6 +346,27 @@ def _mark_applied(*, change: PlanChange, now: datetime, entitled_before: list[En
 
 def applied_message(change: PlanChange) -> str:
     return f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} {change.currency} charged"
+
+
+def _discount_for_first_period(*, change: PlanChange, customer: Customer, subscription: Subscription,
+                               actor: AbstractBaseUser | None, now: datetime) -> None:
+    """The period just entered was charged at the offer's discount: keep it for that period only (no periods left,
+    so the next renewal resets it to 0 % before invoicing), and say so in the audit trail."""
+    before = {"discount_percent": str(subscription.discount_percent),
+              "discount_periods_left": subscription.discount_periods_left,
+              "next_discount_percent": None if subscription.next_discount_percent is None
+              else str(subscription.next_discount_percent),
+              "next_discount_periods": subscription.next_discount_periods}
+    subscription.discount_percent = change.target_discount_percent
+    subscription.discount_periods_left = 0
+    subscription.next_discount_percent = subscription.next_discount_periods = None
+    audit_event_record(actor=actor, action="subscription.discount_set", target=subscription, now=now,
+                       customer=customer, reason_code=change.reason_code,
+                       before=before, after={"discount_percent": str(subscription.discount_percent),
+                                             "discount_periods_left": 0, "next_discount_percent": None,
+                                             "next_discount_periods": None},
+                       message=f"{change.target_discount_percent.normalize():f} % off the first period of the new "
+                               f"terms (plan change {change.pk}); list price from the next renewal")
 
 
 def plan_change_cancel(*, plan_change: PlanChange, actor: AbstractBaseUser | None, now: datetime,

@@ -293,6 +293,7 @@ def quote_price(
     actor: AbstractBaseUser | None = None,
     context: PricingContext | None = None,
     cancel: bool = False,
+    target_discount_percent: Decimal | None = None,
 ) -> Quote:
     """Price a change of `subscription` to `quantity` × `to_price` at `now`, without storing it.
 
@@ -300,8 +301,13 @@ def quote_price(
     instant is `now` to the whole second, so every figure (second granularity included) can be
     re-derived by hand. The live prices of the portal and the stored quote come from this one function.
     `cancel=True` prices ending the subscription (its rule decides when, and whether unused time is credited).
+    `target_discount_percent` (an offer's discount on the new terms' first period, e.g. a renewal-window annual
+    offer) prices the target at that discount instead of the subscription's, for a change taking effect now; the
+    renewal after it is at list price (accepting leaves the discount no periods: billing.services.renewals).
     """
     now = now.replace(microsecond=0)
+    if target_discount_percent is not None:
+        _check_target_discount(target_discount_percent, cancel=cancel)
     if cancel:
         to_price, quantity = subscription.price, subscription.quantity
     customer = subscription.customer
@@ -324,7 +330,8 @@ def quote_price(
                               effective_at=now if rule.timing == Timing.NOW else subscription.current_period_end)
     tax = tax_for_price(decision=decision, price=to_price)
     current = _item(subscription.price, subscription.quantity, subscription.discount_percent, context.contract)
-    target = _item(to_price, quantity, subscription.discount_percent, context.contract)
+    target_discount = subscription.discount_percent if target_discount_percent is None else target_discount_percent
+    target = _item(to_price, quantity, target_discount, context.contract)
     tz = ZoneInfo(customer.timezone)
     credit_mode, charge_mode = rule.credit, rule.charge
     if subscription.status == Subscription.Status.TRIALING:
@@ -345,6 +352,9 @@ def quote_price(
         if subscription.status == Subscription.Status.TRIALING or cancel:
             new_start, new_end = subscription.current_period_start, subscription.current_period_end  # trial end stays
     else:
+        if target_discount_percent is not None:  # it would be billed by a renewal, which knows nothing of it
+            raise ChangeRefused("discount_needs_immediate_change",
+                                _("This offer applies only to a change that takes effect now."))
         # "At period end" is not prorated at all: nothing is due now.
         zero = Decimal(0).scaleb(-minor_unit(currency))
         lines, totals = [], proration.totals_for(zero, tax, balance, currency)
@@ -358,6 +368,10 @@ def quote_price(
     elif context.contract is not None and not context.contract.in_force(new_end if rule.timing == Timing.NOW
                                                                        else new_start):
         target = _item(to_price, quantity, subscription.discount_percent)  # the term ends by then: catalog prices
+    if target_discount_percent is not None and not cancel:
+        target = _item(to_price, quantity, Decimal(0), context.contract)  # the first period only: then list price
+        if context.contract is not None and not context.contract.in_force(new_end):
+            target = _item(to_price, quantity, Decimal(0))
     renewal = proration.totals_for(proration.period_amount(target, currency), tax, Decimal(0), currency)
     return Quote(
         customer=customer, subscription=subscription, subscription_version=subscription.version,
@@ -372,7 +386,17 @@ def quote_price(
         balance_before=balance, balance_applied=totals.balance_applied, amount_due=totals.amount_due,
         balance_after=totals.balance_after, new_period_start=new_start, new_period_end=new_end,
         next_period_amount=renewal.total, next_period_tax=renewal.tax, supersedes=eligible.supersedes,
+        target_discount_percent=target_discount_percent,
     )
+
+
+def _check_target_discount(value: Decimal, *, cancel: bool) -> None:
+    if cancel:
+        raise ChangeRefused("discount_not_allowed", _("A cancellation cannot carry a discount."))
+    if not isinstance(value, Decimal) or not value.is_finite() or not (0 <= value < 100) \
+            or value != value.quantize(Decimal("0.01")):
+        raise ChangeRefused("invalid_discount",
+                            _("The offer's discount must be a percentage from 0 to 99.99 with at most two decimals."))
 
 
 def quote_create(
@@ -383,12 +407,13 @@ def quote_create(
     now: datetime,
     actor: AbstractBaseUser | None,
     cancel: bool = False,
+    target_discount_percent: Decimal | None = None,
     ctx: ReadContext | None = None,
 ) -> Quote:
     """Price a change (`quote_price`) and store it as a quote that expires after QUOTE_TTL."""
     context = pricing_context(subscription=subscription, now=now.replace(microsecond=0), ctx=ctx) if ctx else None
     quote = quote_price(subscription=subscription, to_price=to_price, quantity=quantity, now=now, actor=actor,
-                        cancel=cancel, context=context)
+                        cancel=cancel, target_discount_percent=target_discount_percent, context=context)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A quote is an offer, not money moved: losing the last few to a crash only means asking

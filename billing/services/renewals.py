@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -86,7 +87,29 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
         subscription.save()
         audit_event_record(actor=None, action="subscription.renewed", target=subscription, now=now, customer=customer,
                            reason_code="period_end", before=before, after=subscription_snapshot(subscription))
+    if _discount_roll(subscription):
+        subscription.save(update_fields=["discount_percent", "discount_periods_left", "next_discount_percent",
+                                         "next_discount_periods", "updated_at"])
     invoice_for_renewal(customer=customer, subscription=subscription, now=now, ctx=ctx)
+    return True
+
+
+def _discount_roll(subscription: Subscription) -> bool:
+    """The discount for the period just entered: a discount waiting for this renewal starts (this period is the first
+    of its periods); a limited one uses up a period, or ends when none is left. Returns whether anything changed."""
+    if subscription.next_discount_percent is not None:
+        subscription.discount_percent = subscription.next_discount_percent
+        periods = subscription.next_discount_periods
+        subscription.discount_periods_left = None if periods is None else max(periods - 1, 0)
+        subscription.next_discount_percent = subscription.next_discount_periods = None
+        return True
+    if subscription.discount_periods_left is None:
+        return False
+    if subscription.discount_periods_left == 0:
+        subscription.discount_percent = Decimal(0)
+        subscription.discount_periods_left = None
+    else:
+        subscription.discount_periods_left -= 1
     return True
 
 

@@ -27,6 +27,8 @@ from billing.tests.factories import (
     PaymentMethodFactory,
     subscription_setup,
 )
+from retention.models import WinBackEnrolment
+from retention.tests.winback_support import campaigns
 
 pytestmark = pytest.mark.django_db
 
@@ -39,8 +41,11 @@ KINDS = [
     ("pro_month", "cancel", 5, None),           # a cancellation: step by step
     ("pro_month", "basic_month", 4, "-5.00"),   # a debit balance the quote carried: step by step
     ("pro_month", "basic_month", 4, None),      # the plain case: taken together
+    ("pro_month", "basic_month", 5, None),      # plain, with a retention discount starting at this renewal
+    ("pro_month", "basic_month", 5, None),      # a trial running: step by step
 ]
-PLAIN = {0, 1, 6}
+PLAIN = {0, 1, 6, 7}
+DISCOUNT, TRIAL = 7, 8
 
 
 def group(s, name: str) -> list[Subscription]:
@@ -60,6 +65,16 @@ def group(s, name: str) -> list[Subscription]:
             quote = quote_create(subscription=subscription, to_price=None if to == "cancel" else getattr(s, to),
                                  quantity=seats, now=MID_JANUARY, actor=owner, cancel=to == "cancel")
             assert quote_accept(quote=quote, actor=owner, now=MID_JANUARY).status == "scheduled"
+        if index == DISCOUNT:  # 10 % off for two periods from this renewal (billed with it, then one period left)
+            Subscription.objects.filter(pk=subscription.pk).update(next_discount_percent=Decimal("10.00"),
+                                                                   next_discount_periods=2)
+        if index == TRIAL:
+            from retention.models import Trial
+
+            Trial.objects.create(customer=customer, subscription=subscription, product=s.product,
+                                 from_price=s.pro_month, from_quantity=5, plan=s.business, price=s.business_month,
+                                 quantity=5, starts_at=MID_JANUARY, ends_at=PERIOD_END.replace(day=10),
+                                 source="portal", created_at=MID_JANUARY)
         if index == 1:  # an earlier try failed: success clears the sweep's memory of it
             for model in (Subscription, PlanChange):
                 model.objects.filter(**({"pk": subscription.pk} if model is Subscription else
@@ -93,12 +108,15 @@ def written(subscription: Subscription) -> dict:
         "events": list(AuditEvent.objects.filter(customer=customer, created_at__gte=PERIOD_END).order_by("pk").values(
             "action", "reason_code", "object_type", "before", "after", "message", "actor_label", "created_at")),
         "balance": sorted(BalanceEntry.objects.filter(customer=customer).values_list("kind", "amount")),
+        "winback": list(WinBackEnrolment.objects.filter(customer=customer).order_by("campaign_id").values(
+            "campaign_id", "triggered_at", "next_position", "next_send_at", "status", "created_at")),
         "invoices": invoices,
     }
 
 
 def test_the_set_based_step_writes_what_the_single_step_writes(monkeypatch):
     s = subscription_setup()
+    campaigns()  # downgrades and cancellations enrol the customer in win-back campaigns
     together, alone = group(s, "together"), group(s, "alone")
     taken_together = []
     real = period_ends_bulk.period_ends_apply_set
@@ -120,6 +138,11 @@ def test_the_set_based_step_writes_what_the_single_step_writes(monkeypatch):
         assert left == right, f"kind {index} {KINDS[index]}"
         assert left["events"] and (left["invoices"] or KINDS[index][1] == "cancel")
     assert written(together[0])["changes"][0]["entitlements_added"] == []  # a downgrade gains nothing
+    assert len(written(together[0])["winback"]) == 1  # enrolled in the downgrade campaign
+    discounted = written(together[DISCOUNT])
+    assert (discounted["subscription"]["discount_percent"], discounted["subscription"]["discount_periods_left"]) == (
+        Decimal("10.00"), 1)
+    assert discounted["invoices"][0][0]["total"] == Decimal("160.65")  # 5 × 30.00 − 10 % + 19 %
     # One series, numbered without a gap across both ways of issuing.
     series = DocumentSeries.objects.get(kind="invoice")
     numbers = sorted(int(n.rsplit("-", 1)[1]) for n in Invoice.objects.values_list("number", flat=True))

@@ -520,3 +520,31 @@ def test_a_later_number_is_never_dated_before_an_earlier_one():
     first, second = Invoice.objects.filter(billing_reason="renewal").order_by("number")
     assert first.subscription_id == s.subscription.pk and second.issued_at == first.issued_at
     assert first.issue_date == second.issue_date == midnight.date()
+
+
+def test_a_discount_waiting_for_the_renewal_starts_there_and_ends_after_its_periods():
+    """30 % off for 2 periods, granted mid-period: the current period keeps its terms, the next two renewals are
+    billed at 30 % off (105.00 + 19 % = 124.95), the third at the list price again (178.50)."""
+    s = subscription_setup()
+    Subscription.objects.filter(pk=s.subscription.pk).update(next_discount_percent=Decimal(30), next_discount_periods=2)
+    totals = []
+    moment = PERIOD_END
+    for _ in range(3):
+        assert subscription_renew(subscription_id=s.subscription.pk, now=moment) is True
+        sub = Subscription.objects.get(pk=s.subscription.pk)
+        totals.append((Invoice.objects.get(subscription=sub, billing_reason="renewal",
+                                           supply_start=sub.current_period_start).total,
+                       sub.discount_percent, sub.discount_periods_left))
+        moment = sub.current_period_end
+    assert totals == [(Decimal("124.95"), Decimal(30), 1), (Decimal("124.95"), Decimal(30), 0),
+                      (Decimal("178.50"), Decimal(0), None)]
+    assert sub.next_discount_percent is None and sub.next_discount_periods is None
+
+
+def test_a_discount_without_an_end_stays():
+    s = subscription_setup()
+    Subscription.objects.filter(pk=s.subscription.pk).update(discount_percent=Decimal(10))
+    assert subscription_renew(subscription_id=s.subscription.pk, now=PERIOD_END)
+    sub = Subscription.objects.get(pk=s.subscription.pk)
+    assert (sub.discount_percent, sub.discount_periods_left, renewal_invoice(s).subtotal) == (
+        Decimal(10), None, Decimal("135.00"))

@@ -206,6 +206,9 @@ class Command(BaseCommand):
             invoice_collect(invoice_id=invoice_id, now=now)
         if renewed:
             self.stdout.write(f"  Renewed {renewed} subscription period(s).")
+        from retention.seed import seed_trials_demo  # trials of a higher tier and usage over a limit
+
+        self.stdout.write(seed_trials_demo(now=now))
 
     def _seed(self, now) -> None:
         features = {code: Feature.objects.update_or_create(
@@ -272,6 +275,9 @@ class Command(BaseCommand):
                 staff.save()
             staff.groups.add(Group.objects.get(name=group_name))
         self._approvals(Group.objects.get(name="Finance"), now)
+        from retention.seed_renewal_offers import seed_renewal_offers
+
+        seed_renewal_offers(now=now, password=DEMO_PASSWORD)  # Nordwind (nora): the annual offer card near renewal
         token, _ = Token.objects.get_or_create(user=User.objects.get(username="alice"))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Staff (admin):      admin / {ADMIN_PASSWORD}; support: sue, sales: sam, sales manager: maria, "
@@ -282,8 +288,12 @@ class Command(BaseCommand):
         self.stdout.write(f"  Customer logins:    alice (owner, Acme GmbH, EUR), bob (billing admin), carol (member),"
                           f"\n                      dave (Globex, USD, card asks for authentication), "
                           f"erin (Initech, GBP, card declines: past due), kenji (Tanaka KK, JPY), "
-                          f"fleur (Société Exemple, EUR, reverse charge); password {DEMO_PASSWORD}")
+                          f"fleur (Société Exemple, EUR, reverse charge),\n                      nora (Nordwind, "
+                          f"EUR, German, renews within a week: the annual renewal offer); password {DEMO_PASSWORD}")
         self.stdout.write(f"  API token (alice):  {token.key}")
+        from retention.seed_winback import seed_winback  # win-back campaign and a customer who left
+
+        self.stdout.write(seed_winback(now=now, password=DEMO_PASSWORD))
 
     def _product(self, code, name, description, order, plans, features) -> Product:
         product, _ = Product.objects.update_or_create(code=code, defaults={

@@ -1,0 +1,1 @@
+from portal.tests.browser.conftest import axe, axe_source, new_page, screenshots_dir  # noqa: F401
