@@ -182,3 +182,27 @@ def test_an_upgrade_with_features_gained_is_recorded_the_same_way(monkeypatch):
     assert together == alone
     assert together["changes"][0]["entitlements_added"] == ["sso", "storage"]
     assert together["invoices"][0][0]["total"] == Decimal("1190.00")  # 20 × 50.00 + 19 %
+
+
+def test_a_set_based_step_that_fails_midway_leaves_nothing_and_the_chunk_goes_step_by_step(monkeypatch):
+    """As a worker killed mid-chunk: the chunk's transaction rolls back whole (numbers included), and every
+    subscription is then applied once, by the single step."""
+    s = subscription_setup()
+    subscriptions = group(s, "crash")
+    crashed = []
+
+    def crash(invoice):
+        crashed.append(invoice.number)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(period_ends_bulk, "renewal_invoice_enqueue", crash)
+    applied = renewals.period_ends_run(subscription_ids=[x.pk for x in subscriptions], plan_change_ids=[],
+                                       now=PERIOD_END)
+    assert applied == len(KINDS) and len(crashed) == 1  # the set-based step got as far as its first invoice
+    for index, subscription in enumerate(subscriptions):
+        state = written(subscription)
+        assert sum(e["action"] == "plan_change.applied" for e in state["events"]) == (KINDS[index][1] is not None)
+        assert len(state["invoices"]) == (0 if KINDS[index][1] == "cancel" else 1)
+    series = DocumentSeries.objects.get(kind="invoice")
+    numbers = sorted(int(n.rsplit("-", 1)[1]) for n in Invoice.objects.values_list("number", flat=True))
+    assert numbers == list(range(1, series.next_number))
