@@ -3,16 +3,16 @@
 `period_ends_run` hands its chunk here first. In one transaction, under the same locks the single step takes
 (customers → subscriptions → plan changes, each in primary-key order), this applies every subscription whose
 step is the plain one: exactly one scheduled change due at its period end, to a price of the same product,
-then the new period's invoice, with no balance to apply, no contract, no payment under way and nothing free.
-It writes what the single step writes (billing.services.renewals: the subscription's new terms, the applied
-plan change with its entitlements gained, the customer's entitlements version, one `plan_change.applied`
-audit event, the renewal invoice and its line, numbered from the same gapless series, the PDF and the
-collection queued after commit), through the same helpers, with a few statements per chunk instead of
-~17 per subscription. Everything else (and the whole chunk if anything here fails) goes through the single
-step, unchanged. Exactly once holds as before: the chunk's steps commit together or not at all, and a second
-worker that gets the same chunk waits for the locks, then finds those periods already entered.
+then the new period's invoice, with no balance to apply, no contract, no payment under way, no trial, no offer
+discount on the change and nothing free. It writes what the single step writes (billing.services.renewals: the
+subscription's new terms and its renewal discount rolled, the applied plan change with its entitlements gained,
+the customer's entitlements version, one `plan_change.applied` audit event, the win-back hook, the renewal
+invoice and its line numbered from the same gapless series, the PDF and the collection queued after commit),
+through the same helpers, with a few statements per chunk instead of ~20 per subscription. Everything else (and
+the whole chunk if anything here fails) goes through the single step, unchanged. Exactly once holds as before:
+the chunk's steps commit together or not at all, and a second worker that gets the same chunk waits for the
+locks, then finds those periods already entered.
 """
-
 from __future__ import annotations
 
 from collections import Counter
@@ -58,6 +58,7 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
     """Take the plain period-end steps of the chunk together. Returns {subscription id: whether another period is
     already due after it} for the steps taken; the caller runs every other subscription through the single step."""
     from billing.services.renewals import _discount_roll
+    from retention.models import Trial
     from retention.services.winback import winback_plan_change_applied
 
     customer_of = dict(Subscription.objects.filter(pk__in=subscription_ids).values_list("pk", "customer_id"))
@@ -84,8 +85,6 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
             scheduled.setdefault(change.subscription_id, []).append(change)
         with_contract = set(Contract.objects.filter(subscription_id__in=[s.pk for s in candidates])
                             .values_list("subscription_id", flat=True))
-        from retention.models import Trial
-
         # A trial grants features the in-memory entitlements below leave out: such customers go step by step.
         trying = set(Trial.objects.filter(customer_id__in=[s.customer_id for s in candidates],
                                           status=Trial.Status.ACTIVE).values_list("customer_id", flat=True))
