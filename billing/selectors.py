@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import F, Prefetch, Q, QuerySet, Sum
@@ -26,6 +27,9 @@ from billing.models import (
     TaxRate,
 )
 from billing.tax import TaxDecision, tax_decision
+
+if TYPE_CHECKING:
+    from billing.selectors_context import ReadContext
 
 
 def customer_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Customer]:
@@ -228,16 +232,25 @@ class PeriodPrice:
     contract: Contract | None
 
 
+_LOOK_UP = object()
+
+
 def period_price(*, customer: Customer, subscription: Subscription, price: Price, quantity: int,
-                 discount_percent: Decimal, start: datetime, entity: LegalEntity | None = None) -> PeriodPrice:
+                 discount_percent: Decimal, start: datetime, entity: LegalEntity | None = None,
+                 contract: Contract | None | object = _LOOK_UP, ctx: ReadContext | None = None) -> PeriodPrice:
     """The price of the period starting at `start`, exactly as `invoice_for_renewal` bills it (the one place a
-    renewal is priced: the renewal invoice, the overview's next renewal and retention offers' effects)."""
+    renewal is priced: the renewal invoice, the overview's next renewal and retention offers' effects).
+    `contract`: the contract in force at `start` when the caller has read it (else looked up here); `ctx`: the unit
+    of work's reads (legal entity and tax rates read once per chunk)."""
     from billing import proration
 
-    contract = contract_in_force(subscription_id=subscription.pk, at=start)  # negotiated prices
+    if contract is _LOOK_UP:
+        contract = contract_in_force(subscription_id=subscription.pk, at=start)  # negotiated prices
     item = price_item(price=price, quantity=quantity, discount_percent=discount_percent, contract=contract)
     amount = proration.period_amount(item, price.currency)
-    decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=start), entity=entity)
+    on = billing_date(customer=customer, moment=start)
+    decision = (ctx.tax_decision_for(customer=customer, on=on) if ctx is not None
+                else tax_decision_for(customer=customer, on=on, entity=entity))
     tax = tax_for_price(decision=decision, price=price)
     totals = proration.totals_for(amount, tax, Decimal(0), price.currency)
     return PeriodPrice(item=item, amount=amount, decision=decision, tax=tax, totals=totals, contract=contract)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -75,10 +76,23 @@ def _compute(customer_id: int, now: datetime) -> tuple[list[Entitlement], dateti
     grants_of += [(t.plan_id, f"trial:{t.plan.product.code}/{t.plan.code}",
                    t.quantity if t.price.pricing == Price.Pricing.PER_SEAT else None)
                   for t in trials if t.starts_at <= now]
-    granted: dict[int, list[tuple[str, int | None]]] = {}
     plan_features: dict[int, list[PlanFeature]] = {}
     for pf in PlanFeature.objects.filter(plan_id__in={g[0] for g in grants_of}, enabled=True).select_related("feature"):
         plan_features.setdefault(pf.plan_id, []).append(pf)
+    usage = dict(FeatureUsage.objects.filter(customer_id=customer_id).values_list("feature_id", "used"))
+    seats_used = max((s.seats_in_use for s in subscriptions), default=None)
+    return entitlements_from(grants_of=grants_of, plan_features=plan_features,
+                             features=Feature.objects.order_by("sort_order", "code"), usage=usage,
+                             seats_used=seats_used), changes_at
+
+
+def entitlements_from(*, grants_of: list[tuple[int, str, int | None]], plan_features: dict[int, list[PlanFeature]],
+                      features: Iterable[Feature], usage: dict[int, int], seats_used: int | None) -> list[Entitlement]:
+    """The entitlements from what grants them, read by the caller: each grant (plan id, source label, seats bought
+    for a per-seat price or None), the enabled features of those plans, every feature in list order, the usage
+    reported per feature and the seats in use. Pure: reads nothing, changes none of its arguments (the rows may be
+    shared by a whole chunk of the sweep)."""
+    granted: dict[int, list[tuple[str, int | None]]] = {}
     for plan_id, source, seats in grants_of:
         for pf in plan_features.get(plan_id, []):
             limit = pf.limit_value
@@ -86,10 +100,8 @@ def _compute(customer_id: int, now: datetime) -> tuple[list[Entitlement], dateti
                 # The seats bought, capped by what the plan allows at most.
                 limit = seats if limit is None else min(seats, limit)
             granted.setdefault(pf.feature_id, []).append((source, limit))
-    usage = dict(FeatureUsage.objects.filter(customer_id=customer_id).values_list("feature_id", "used"))
-    seats_used = max((s.seats_in_use for s in subscriptions), default=None)
     result = []
-    for feature in Feature.objects.order_by("sort_order", "code"):
+    for feature in features:
         grants = granted.get(feature.pk, [])
         if feature.kind == Feature.Kind.LIMIT and grants:
             limits = [value for _source, value in grants]
@@ -105,7 +117,7 @@ def _compute(customer_id: int, now: datetime) -> tuple[list[Entitlement], dateti
             limit=limit, unit=feature.unit, sources=tuple(sorted({source for source, _value in grants})),
             used=used, over_limit=over, read_only=over,
         ))
-    return result, changes_at
+    return result
 
 
 def entitlements_for_customer(*, customer: Customer, now: datetime | None = None) -> list[Entitlement]:

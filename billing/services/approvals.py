@@ -190,10 +190,12 @@ def change_facts_for_quote(*, quote: Quote, subscription: Subscription, contract
                        budget_cap=contract.budget_cap if contract is not None else None)
 
 
-def approval_hold_for_quote(*, quote: Quote, subscription: Subscription) -> Hold | None:
+def approval_hold_for_quote(*, quote: Quote, subscription: Subscription,
+                            policies: list[ApprovalPolicy] | None = None) -> Hold | None:
     """Whether accepting `quote` holds it for approval (and for whom); raises approval_not_configured."""
     contract = contract_in_force(subscription_id=subscription.pk, at=quote.created_at)
-    return approval_hold_for(facts=change_facts_for_quote(quote=quote, subscription=subscription, contract=contract))
+    return approval_hold_for(facts=change_facts_for_quote(quote=quote, subscription=subscription, contract=contract),
+                             policies=policies)
 
 
 def approval_hold_for_amendment(*, amendment: Amendment, preview: AmendmentPreview, contract: Contract) -> Hold | None:

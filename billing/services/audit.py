@@ -37,7 +37,26 @@ def audit_event_record(
     message: str = "",
 ) -> AuditEvent:
     """Append one audit event. Call inside the transaction of the change it records."""
-    return AuditEvent.objects.create(
+    event = audit_event_build(actor=actor, action=action, target=target, now=now, customer=customer,
+                              reason_code=reason_code, before=before, after=after, message=message)
+    event.save(force_insert=True)
+    return event
+
+
+def audit_event_build(
+    *,
+    actor: AbstractBaseUser | None,
+    action: str,
+    target: Any,
+    now: datetime,
+    customer: Customer | None = None,
+    reason_code: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    message: str = "",
+) -> AuditEvent:
+    """The event audit_event_record appends, unsaved (for a set-based step that inserts many at once)."""
+    return AuditEvent(
         created_at=now,
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_label=actor.get_username() if actor is not None and actor.is_authenticated else "system",

@@ -7,18 +7,20 @@ change, so a change never exists without its document, nor a number without its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import translation
 
 from billing import proration
 from billing.errors import BillingError
 from billing.models import (
     BalanceEntry,
+    Contract,
     Customer,
     DocumentSeries,
     Invoice,
@@ -31,28 +33,67 @@ from billing.models import (
 from billing.selectors import (
     contract_in_force,
     customer_balance,
-    legal_entity_default,
     period_price,
 )
+from billing.selectors_context import ReadContext
 from billing.tax import TaxDecision, document_mention
 from billing.templatetags.billing_format import bands_text, line_text
 
 
 def document_number_take(*, entity: LegalEntity, kind: str, year: int) -> str:
     """The next number of the series, in the caller's transaction: the series row stays locked until it
-    commits, so concurrent issuers queue (no duplicates) and a rolled-back issue returns its number (no gaps)."""
-    prefix = entity.invoice_prefix if kind == Invoice.Kind.INVOICE else entity.credit_note_prefix
-    try:
-        with transaction.atomic():
-            DocumentSeries.objects.get_or_create(legal_entity=entity, kind=kind, year=year,
-                                                 defaults={"prefix": prefix})
-    except IntegrityError:  # another transaction created the series first
-        pass
-    series = DocumentSeries.objects.select_for_update().get(legal_entity=entity, kind=kind, year=year)
-    number = series.next_number
-    series.next_number = number + 1
-    series.save(update_fields=["next_number"])
-    return f"{series.prefix}-{year}-{number:06d}"
+    commits, so concurrent issuers queue (no duplicates) and a rolled-back issue returns its number (no gaps).
+    One statement once the series exists (UPDATE … RETURNING takes the row lock and the number together)."""
+    return document_numbers_take(entity=entity, kind=kind, year=year, count=1)[0]
+
+
+def document_numbers_take(*, entity: LegalEntity, kind: str, year: int, count: int) -> list[str]:
+    """The next `count` numbers of the series, contiguous, under the same rules as document_number_take."""
+    taken = _series_next(entity=entity, kind=kind, year=year, count=count)
+    if taken is None:  # the year's first document of this kind: create the series, then take from it
+        prefix = entity.invoice_prefix if kind == Invoice.Kind.INVOICE else entity.credit_note_prefix
+        try:
+            with transaction.atomic():
+                DocumentSeries.objects.get_or_create(legal_entity=entity, kind=kind, year=year,
+                                                     defaults={"prefix": prefix})
+        except IntegrityError:  # another transaction created the series first
+            pass
+        taken = _series_next(entity=entity, kind=kind, year=year, count=count)
+        if taken is None:
+            raise DocumentSeries.DoesNotExist(f"no {kind} series {year} for {entity}")
+    prefix, first = taken
+    return [f"{prefix}-{year}-{number:06d}" for number in range(first, first + count)]
+
+
+def _series_next(*, entity: LegalEntity, kind: str, year: int, count: int) -> tuple[str, int] | None:
+    """(prefix, first number taken), or None when the series does not exist yet."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_documentseries SET next_number = next_number + %s "
+                       "WHERE legal_entity_id = %s AND kind = %s AND year = %s RETURNING prefix, next_number - %s",
+                       [count, entity.pk, kind, year, count])
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row is not None else None
+
+
+def _issue_fields(*, entity: LegalEntity, kind: str, now: datetime) -> dict:
+    """Number, issue instant and issue date of a document issued now (the series stays locked until commit)."""
+    return issue_fields_for(entity=entity, kind=kind, now=now, count=1)[0]
+
+
+def issue_fields_for(*, entity: LegalEntity, kind: str, now: datetime, count: int) -> list[dict]:
+    """Number, issue instant and issue date of `count` documents issued now, in number order (the series stays
+    locked until commit). They share the issue instant, as documents issued one by one at `now` would."""
+    tz = ZoneInfo(entity.timezone)  # issue dates follow the seller's calendar
+    year = now.astimezone(tz).year
+    numbers = document_numbers_take(entity=entity, kind=kind, year=year, count=count)
+    # Numbers and issue dates run in the same order: a worker whose clock was read before another worker's
+    # (a chunk of renewals started earlier) never dates a later number before an earlier one.
+    latest = (Invoice.objects.filter(legal_entity=entity, kind=kind, issued_at__isnull=False,
+                                     number__startswith=numbers[0].rsplit("-", 1)[0] + "-")
+              .order_by("-issued_at").values_list("issued_at", flat=True).first())
+    issued_at = max(now, latest) if latest is not None else now
+    return [{"number": number, "issued_at": issued_at, "issue_date": issued_at.astimezone(tz).date()}
+            for number in numbers]
 
 
 def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
@@ -60,16 +101,8 @@ def invoice_issue(*, invoice: Invoice, now: datetime) -> Invoice:
     caller set (paid already, say) in one update, so the series stays locked briefly."""
     if invoice.number:
         raise BillingError("not_a_draft", f"{invoice} is already issued.", status=409)
-    tz = ZoneInfo(invoice.legal_entity.timezone)  # issue dates follow the seller's calendar
-    year = now.astimezone(tz).year
-    invoice.number = document_number_take(entity=invoice.legal_entity, kind=invoice.kind, year=year)
-    # Numbers and issue dates run in the same order: a worker whose clock was read before another worker's
-    # (a chunk of renewals started earlier) never dates a later number before an earlier one.
-    latest = (Invoice.objects.filter(legal_entity=invoice.legal_entity, kind=invoice.kind, issued_at__isnull=False,
-                                     number__startswith=invoice.number.rsplit("-", 1)[0] + "-")
-              .order_by("-issued_at").values_list("issued_at", flat=True).first())
-    invoice.issued_at = max(now, latest) if latest is not None else now
-    invoice.issue_date = invoice.issued_at.astimezone(tz).date()
+    for name, value in _issue_fields(entity=invoice.legal_entity, kind=invoice.kind, now=now).items():
+        setattr(invoice, name, value)
     if invoice.status == Invoice.Status.DRAFT:
         invoice.status = Invoice.Status.ISSUED
     invoice.save()
@@ -83,12 +116,13 @@ def _enqueue_pdf(invoice_id: int) -> None:
 
 
 def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: datetime,
-                            actor: AbstractBaseUser | None) -> Invoice | None:
+                            actor: AbstractBaseUser | None, ctx: ReadContext | None = None) -> Invoice | None:
     """The invoice (total ≥ 0) or credit note (total < 0) of an applied immediate change; call in _apply's
     transaction. Nothing for changes with nothing to bill (period-end changes, trials)."""
     if change.timing != Timing.NOW or not change.lines:
         return None
-    entity = legal_entity_default()
+    ctx = ctx or ReadContext()
+    entity = ctx.legal_entity()
     if entity is None:
         raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
     # The document states exactly the tax that was charged: the change's rate and treatment, which were
@@ -98,7 +132,7 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
                                                     seller_country=entity.country, buyer_country=customer.country))
     credit = change.total < 0
     sign = Decimal(-1) if credit else Decimal(1)
-    inclusive = change.to_price.tax_behavior == "inclusive" and decision.rate is not None
+    inclusive = ctx.price(change.to_price_id).tax_behavior == "inclusive" and decision.rate is not None
     corrected = None
     if credit:  # the invoice that billed the period now credited (EU VAT Directive, Article 219)
         # Not an invoice a rollback reversed in full, nor a rollback's own document: neither billed the period.
@@ -112,8 +146,12 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     # paid before they applied.
     invoiced = change.collection_method == PlanChange.CollectionMethod.INVOICE and not credit and change.amount_due > 0
     contract = contract_in_force(subscription_id=change.subscription_id, at=change.effective_at)
+    kind = Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE
+    paid = not invoiced and not credit
+    # Inserted issued (number taken first, in this transaction), and paid already unless it is collected later.
     invoice = Invoice.objects.create(
-        kind=Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE, legal_entity=entity, customer=customer,
+        kind=kind, legal_entity=entity, customer=customer, **_issue_fields(entity=entity, kind=kind, now=now),
+        status=Invoice.Status.PAID if paid else Invoice.Status.ISSUED, paid_at=now if paid else None,
         plan_change=change, subscription_id=change.subscription_id, related_invoice=corrected,
         supply_start=change.effective_at, supply_end=change.new_period_end,
         currency=change.currency, language=customer.language, billing_timezone=customer.timezone,
@@ -140,38 +178,69 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
                     tax_rate=decision.rate)
         for index, line in enumerate(change.lines, start=1)
     ])
-    invoice_issue(invoice=invoice, now=now)
     # robust: the change and its payment are done; a broker that is down must not turn that into an error
     # (the catch-up sweep `render_missing_pdfs` enqueues it later).
     transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
     if invoiced:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
         transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
-    elif not credit:
-        invoice.status = Invoice.Status.PAID
-        invoice.paid_at = now
-        invoice.save(update_fields=["status", "paid_at"])
     return invoice
 
 
 _ADJECTIVE = {"month": "monthly", "quarter": "quarterly", "year": "yearly"}
 
 
-def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: datetime) -> Invoice | None:
+def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: datetime,
+                        ctx: ReadContext | None = None) -> Invoice | None:
     """The invoice for the period the subscription has just entered, issued in the caller's transaction (the
     renewal's locks held). Priced and taxed now, from the current terms; the customer's balance in the
     invoice's currency is applied first (PRORATION.md's balance rule). None for a free period."""
-    price = subscription.price
+    ctx = ctx or ReadContext()
+    contract = contract_in_force(subscription_id=subscription.pk, at=subscription.current_period_start)
+    built = renewal_invoice_build(customer=customer, subscription=subscription, now=now, ctx=ctx, contract=contract,
+                                  balance_of=lambda currency: customer_balance(customer=customer, currency=currency))
+    if built is None:
+        return None
+    invoice, line = built
+    # Inserted issued (number taken first, in this transaction).
+    for name, value in _issue_fields(entity=invoice.legal_entity, kind=invoice.kind, now=now).items():
+        setattr(invoice, name, value)
+    invoice.save(force_insert=True)
+    line.invoice = invoice
+    line.save(force_insert=True)
+    if invoice.balance_applied > 0:
+        BalanceEntry.objects.create(customer=customer, currency=invoice.currency, amount=-invoice.balance_applied,
+                                    kind=BalanceEntry.Kind.APPLIED_TO_INVOICE, invoice=invoice, created_at=now,
+                                    description=f"Applied to invoice {invoice.number}")
+    renewal_invoice_enqueue(invoice)
+    return invoice
+
+
+def renewal_invoice_enqueue(invoice: Invoice) -> None:
+    """After commit: the PDF, and the collection of what is due (robust: if the broker is down, the catch-up sweeps
+    `render_missing_pdfs` and `collect_due_invoices` pick them up)."""
+    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
+    if invoice.amount_due > 0:
+        transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
+
+
+def renewal_invoice_build(*, customer: Customer, subscription: Subscription, now: datetime, ctx: ReadContext,
+                          contract: Contract | None,
+                          balance_of: Callable[[str], Decimal]) -> tuple[Invoice, InvoiceLine] | None:
+    """The renewal invoice (unsaved, not numbered yet) and its line, for the subscription's current period with
+    `contract` the one in force at its start and `balance_of(currency)` the customer's balance. None for a free
+    period. Shared by invoice_for_renewal and the set-based period-end step, so both write the same document."""
+    price = ctx.price(subscription.price_id)
     currency = price.currency
     start, end = subscription.current_period_start, subscription.current_period_end
-    entity = legal_entity_default()
+    entity = ctx.legal_entity()
     priced = period_price(customer=customer, subscription=subscription, price=price, quantity=subscription.quantity,
-                          discount_percent=subscription.discount_percent, start=start, entity=entity)
-    contract, item, amount, decision, tax = priced.contract, priced.item, priced.amount, priced.decision, priced.tax
+                          discount_percent=subscription.discount_percent, start=start, contract=contract, ctx=ctx)
+    item, amount, decision, tax = priced.item, priced.amount, priced.decision, priced.tax
     if amount == 0:
         return None
     if entity is None:
         raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
-    balance = max(customer_balance(customer=customer, currency=currency), Decimal(0))
+    balance = max(balance_of(currency), Decimal(0))
     totals = proration.totals_for(amount, tax, balance, currency)
     inclusive = tax is not None and tax.inclusive
     tz = ZoneInfo(customer.timezone)
@@ -185,8 +254,11 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
         line.update(proration.tier_facts_json(proration.Line(
             kind="charge", description="", amount=amount, quantity=subscription.quantity, tiers_mode=item.tiers_mode,
             bands=proration.item_bands(item), tiered_amount=proration.tiered_amount(item)), currency))
-    invoice = Invoice.objects.create(
+    paid = totals.amount_due == 0  # issued as paid: the balance covers it
+    invoice = Invoice(
         kind=Invoice.Kind.INVOICE, billing_reason=Invoice.Reason.RENEWAL, legal_entity=entity, customer=customer,
+        status=Invoice.Status.PAID if paid else Invoice.Status.ISSUED, paid_at=now if paid else None,
+        next_payment_attempt_at=None if paid else now,
         subscription=subscription, supply_start=start, supply_end=end, currency=currency,
         language=customer.language, billing_timezone=customer.timezone,
         seller_name=entity.name, seller_address=entity.address, seller_country=entity.country,
@@ -206,22 +278,8 @@ def invoice_for_renewal(*, customer: Customer, subscription: Subscription, now: 
     with translation.override(customer.language or "en"):
         description = line_text(line)[:500]
         detail = bands_text(line, currency)
-    InvoiceLine.objects.create(invoice=invoice, position=1, description=description, detail=detail, quantity=1,
-                               unit_amount=amount, amount=amount, tax_rate=decision.rate)
-    if totals.amount_due == 0:
-        invoice.status = Invoice.Status.PAID  # issued as paid: the balance covers it
-        invoice.paid_at = now
-    else:
-        invoice.next_payment_attempt_at = now
-    invoice_issue(invoice=invoice, now=now)
-    if totals.balance_applied > 0:
-        BalanceEntry.objects.create(customer=customer, currency=currency, amount=-totals.balance_applied,
-                                    kind=BalanceEntry.Kind.APPLIED_TO_INVOICE, invoice=invoice, created_at=now,
-                                    description=f"Applied to invoice {invoice.number}")
-    transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
-    if totals.amount_due > 0:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
-        transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
-    return invoice
+    return invoice, InvoiceLine(position=1, description=description, detail=detail, quantity=1, unit_amount=amount,
+                                amount=amount, tax_rate=decision.rate)
 
 
 def _enqueue_collect(invoice_id: int) -> None:

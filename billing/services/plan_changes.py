@@ -21,13 +21,12 @@ from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
 from billing.selectors import (
     billing_date,
     customer_balance,
-    legal_entity_default,
     payment_method_default,
-    tax_decision_for,
 )
+from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_plan_change
-from entitlements.selectors import entitlements_compute, entitlements_gained
+from entitlements.selectors import Entitlement, entitlements_compute, entitlements_gained
 from entitlements.services import entitlements_sync
 
 logger = logging.getLogger(__name__)
@@ -59,27 +58,35 @@ def _change_snapshot(change: PlanChange) -> dict:
     }
 
 
-def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime, return_url: str = "") -> PlanChange:
+def quote_accept(*, quote: Quote, actor: AbstractBaseUser | None, now: datetime, return_url: str = "",
+                 ctx: ReadContext | None = None) -> PlanChange:
     """Execute exactly the quote's amounts, or fail with a reason and change nothing.
 
     Returns the plan change: applied, scheduled, failed (payment declined) or requires_action.
     Accepting a quote whose payment is already under way resumes that same payment. `return_url` is
     where the customer's browser comes back to after authenticating the payment at the gateway.
     """
-    change = _plan_change_open(quote_id=quote.pk, actor=actor, now=now, return_url=return_url)
+    ctx = ctx or ReadContext()
+    change = _plan_change_open(quote_id=quote.pk, actor=actor, now=now, return_url=return_url, ctx=ctx,
+                               ids=(quote.customer_id, quote.subscription_id))
     if change.status == PlanChange.Status.PENDING:
-        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor)
+        change = plan_change_collect_payment(plan_change=change, now=now, actor=actor, ctx=ctx)
     return change
 
 
 def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: datetime,
-                      return_url: str = "", off_session: bool = False, reason_code: str = "") -> PlanChange:
+                      return_url: str = "", off_session: bool = False, reason_code: str = "",
+                      ctx: ReadContext | None = None, ids: tuple[int, int] | None = None) -> PlanChange:
     """Record the change (pending, scheduled, or applied when nothing is due). `off_session` and `reason_code`
-    are for staff acting without the customer (billing.services.emergency)."""
-    quote = Quote.objects.get(pk=quote_id)
+    are for staff acting without the customer (billing.services.emergency). `ids`: the quote's (customer id,
+    subscription id) when the caller has them (they never change)."""
+    ctx = ctx or ReadContext()
+    if ids is None:
+        ids = Quote.objects.values_list("customer_id", "subscription_id").get(pk=quote_id)
     with transaction.atomic():
-        customer, subscription, _no_change = _lock(quote.customer_id, quote.subscription_id)
-        quote = Quote.objects.select_for_update(of=("self",)).select_related("to_price__plan").get(pk=quote_id)
+        customer, subscription, _no_change = _lock(*ids)
+        quote = Quote.objects.select_for_update(of=("self",)).get(pk=quote_id)
+        quote.to_price = ctx.price(quote.to_price_id)  # with its plan, product and tiers
         existing = quote.plan_changes.filter(status__in=PlanChange.LIVE).first()
         if existing is not None:
             if existing.status == PlanChange.Status.PENDING:
@@ -106,10 +113,10 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
         # Approval policies, a rule requiring approval or the contract's budget cap: held instead of charged.
         from billing.services.approvals import approval_hold_for_quote, approval_request_open, plan_change_summary
 
-        hold = approval_hold_for_quote(quote=quote, subscription=subscription)
-        if quote.timing == Timing.NOW and quote.lines and legal_entity_default() is None:
+        hold = approval_hold_for_quote(quote=quote, subscription=subscription, policies=ctx.approval_policies())
+        if quote.timing == Timing.NOW and quote.lines and ctx.legal_entity() is None:
             raise ChangeRefused("no_legal_entity", _("Invoicing is not set up yet; contact support."))
-        decision = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=quote.created_at))
+        decision = ctx.tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=quote.created_at))
         if (decision.rate, decision.reverse_charge) != (quote.tax_rate, quote.reverse_charge):
             # The rate or the customer's VAT status changed since the quote: its tax no longer holds.
             raise ChangeConflict("tax_changed", _("The tax that applies to you changed since this quote was made; "
@@ -168,7 +175,7 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
                                after=_change_snapshot(change),
                                message=f"Scheduled for {change.effective_at.isoformat()}")
         elif change.amount_due == 0:
-            _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
+            _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now, ctx=ctx)
         else:
             audit_event_record(actor=actor, action="plan_change.requested", target=change, now=now,
                                customer=customer, reason_code=change.reason_code, after=_change_snapshot(change))
@@ -176,7 +183,7 @@ def _plan_change_open(*, quote_id: int, actor: AbstractBaseUser | None, now: dat
 
 
 def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
-                                actor: AbstractBaseUser | None = None) -> PlanChange:
+                                actor: AbstractBaseUser | None = None, ctx: ReadContext | None = None) -> PlanChange:
     """Charge the pending change's amount (outside any transaction), then record the outcome. Every retry sends
     exactly the same request (key, amount, method, return address), as idempotent gateways require."""
     gateway = get_gateway(plan_change.payment_gateway)
@@ -197,7 +204,8 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
               "you will never be charged twice."),
             status=503, plan_change=plan_change.pk,
         ) from None
-    return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor)
+    return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor, ctx=ctx,
+                                      ids=(plan_change.customer_id, plan_change.subscription_id))
 
 
 def plan_change_refresh_payment(*, plan_change: PlanChange, now: datetime,
@@ -212,11 +220,14 @@ def plan_change_refresh_payment(*, plan_change: PlanChange, now: datetime,
 
 
 def plan_change_record_payment(*, plan_change_id: int, result: PaymentResult, now: datetime,
-                               actor: AbstractBaseUser | None = None) -> PlanChange:
-    """Record a payment outcome: succeeded → apply; declined → failed, nothing changed; else wait."""
-    change = PlanChange.objects.get(pk=plan_change_id)
+                               actor: AbstractBaseUser | None = None, ctx: ReadContext | None = None,
+                               ids: tuple[int, int] | None = None) -> PlanChange:
+    """Record a payment outcome: succeeded → apply; declined → failed, nothing changed; else wait. `ids`: the
+    change's (customer id, subscription id) when the caller has them (they never change)."""
+    if ids is None:
+        ids = PlanChange.objects.values_list("customer_id", "subscription_id").get(pk=plan_change_id)
     with transaction.atomic():
-        customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
+        customer, subscription, change = _lock(*ids, plan_change_id)
         if change.status not in PlanChange.IN_FLIGHT:
             if result.status == "succeeded" and change.status in (PlanChange.Status.CANCELLED,
                                                                   PlanChange.Status.FAILED):
@@ -225,7 +236,7 @@ def plan_change_record_payment(*, plan_change_id: int, result: PaymentResult, no
             return change  # otherwise another request or worker already recorded it
         change.payment_reference = result.reference
         if result.status == "succeeded":
-            _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
+            _apply(change=change, customer=customer, subscription=subscription, actor=actor, now=now, ctx=ctx)
         elif result.status in ("declined", "canceled"):
             change.status = PlanChange.Status.FAILED
             change.failure_code = result.failure_code or "payment_declined"
@@ -278,24 +289,15 @@ def _supersede_scheduled(*, subscription: Subscription, keep: PlanChange | None,
 
 
 def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription,
-           actor: AbstractBaseUser | None, now: datetime) -> None:
+           actor: AbstractBaseUser | None, now: datetime, ctx: ReadContext | None = None) -> None:
     """Apply the change's terms, ledger and audit in the caller's transaction (locks held)."""
+    ctx = ctx or ReadContext()
+    subscription.price = ctx.price(subscription.price_id)  # with its product, for the snapshots
     before = subscription_snapshot(subscription)
     entitled_before = entitlements_compute(customer_id=customer.pk)
-    if change.direction == Direction.CANCEL:
-        # Nothing is deleted: the subscription ends, its history and the customer's data stay.
-        subscription.status = Subscription.Status.CANCELLED
-    else:
-        to_price = change.to_price
-        subscription.price = to_price
-        subscription.product_id = to_price.plan.product_id
-        subscription.quantity = change.to_quantity
-        subscription.current_period_start = change.new_period_start
-        subscription.current_period_end = change.new_period_end
-        if change.target_discount_percent is not None:
-            _discount_for_first_period(change=change, customer=customer, subscription=subscription, actor=actor,
-                                       now=now)
-    subscription.version += 1
+    _apply_terms(change=change, subscription=subscription, ctx=ctx)
+    if change.direction != Direction.CANCEL and change.target_discount_percent is not None:
+        _discount_for_first_period(change=change, customer=customer, subscription=subscription, actor=actor, now=now)
     subscription.save()
     if change.balance_applied > 0:
         BalanceEntry.objects.create(
@@ -311,24 +313,48 @@ def _apply(*, change: PlanChange, customer: Customer, subscription: Subscription
             description=f"Credit for unused time, plan change {change.pk}",
             created_by=actor if actor is not None and actor.is_authenticated else None,
         )
-    change.entitlements_added = entitlements_gained(before=entitled_before,
-                                                    after=entitlements_compute(customer_id=customer.pk))
+    _mark_applied(change=change, now=now, entitled_before=entitled_before,
+                  entitled_after=entitlements_compute(customer_id=customer.pk))
+    change.save()
+    if change.timing == Timing.NOW:
+        _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
+        invoice_for_plan_change(change=change, customer=customer, now=now, actor=actor, ctx=ctx)
+    entitlements_sync(customer=customer)
+    audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
+                       reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
+                       message=applied_message(change))
+    from retention.services.winback import winback_plan_change_applied  # win-back enrolment / conversion, one insert
+
+    winback_plan_change_applied(change=change, now=now)
+
+
+def _apply_terms(*, change: PlanChange, subscription: Subscription, ctx: ReadContext) -> None:
+    """The change's terms on the subscription, in memory (shared with the set-based period-end step)."""
+    if change.direction == Direction.CANCEL:
+        # Nothing is deleted: the subscription ends, its history and the customer's data stay.
+        subscription.status = Subscription.Status.CANCELLED
+    else:
+        to_price = ctx.price(change.to_price_id)
+        change.to_price = to_price
+        subscription.price = to_price
+        subscription.product_id = to_price.plan.product_id
+        subscription.quantity = change.to_quantity
+        subscription.current_period_start = change.new_period_start
+        subscription.current_period_end = change.new_period_end
+    subscription.version += 1
+
+
+def _mark_applied(*, change: PlanChange, now: datetime, entitled_before: list[Entitlement],
+                  entitled_after: list[Entitlement]) -> None:
+    change.entitlements_added = entitlements_gained(before=entitled_before, after=entitled_after)
     change.status = PlanChange.Status.APPLIED
     change.applied_at = now
     change.next_action_url = ""
     change.failure_code = change.failure_message = ""
-    change.save()
-    if change.timing == Timing.NOW:
-        _supersede_scheduled(subscription=subscription, keep=change, actor=actor, now=now)
-        invoice_for_plan_change(change=change, customer=customer, now=now, actor=actor)
-    entitlements_sync(customer=customer)
-    audit_event_record(actor=actor, action="plan_change.applied", target=change, now=now, customer=customer,
-                       reason_code=change.reason_code, before=before, after=subscription_snapshot(subscription),
-                       message=f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} "
-                               f"{change.currency} charged")
-    from retention.services.winback import winback_plan_change_applied  # win-back enrolment / conversion, one insert
 
-    winback_plan_change_applied(change=change, now=now)
+
+def applied_message(change: PlanChange) -> str:
+    return f"{change.get_direction_display()}: {format_amount(change.amount_due, change.currency)} {change.currency} charged"
 
 
 def _discount_for_first_period(*, change: PlanChange, customer: Customer, subscription: Subscription,

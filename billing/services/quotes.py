@@ -18,6 +18,7 @@ from billing.errors import ChangeRefused
 from billing.models import (
     INTERVAL_DAYS,
     INTERVAL_RANK,
+    BalanceEntry,
     ChangeRule,
     Contract,
     Direction,
@@ -38,6 +39,7 @@ from billing.selectors import (
     tax_decision_for,
     tax_for_price,
 )
+from billing.selectors_context import ReadContext
 from billing.tax import TaxDecision, missing_rate
 
 
@@ -99,13 +101,21 @@ class PricingContext:
     contract: Contract | None = None  # in force now: negotiated prices, commitments (billing.services.contracts)
 
 
-def pricing_context(*, subscription: Subscription, now: datetime) -> PricingContext:
+def pricing_context(*, subscription: Subscription, now: datetime, ctx: ReadContext | None = None) -> PricingContext:
+    """The rules, seller and tax rates come from `ctx` (read once per request or chunk); the customer's balance,
+    open changes and contract are read for this subscription."""
     customer = subscription.customer
-    entity = legal_entity_default()
+    if ctx is None:
+        entity = legal_entity_default()
+        rules = list(ChangeRule.objects.filter(is_active=True).order_by("position", "id"))
+        tax = tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now), entity=entity)
+    else:
+        entity, rules = ctx.legal_entity(), ctx.change_rules()
+        tax = ctx.tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now))
     return PricingContext(
-        rules=list(ChangeRule.objects.filter(is_active=True).order_by("position", "id")),
+        rules=rules,
         entity=entity,
-        tax=tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now), entity=entity),
+        tax=tax,
         balance=customer_balance(customer=customer, currency=subscription.price.currency),
         open_changes=list(
             PlanChange.objects.filter(
@@ -114,6 +124,39 @@ def pricing_context(*, subscription: Subscription, now: datetime) -> PricingCont
         ),
         contract=contract_in_force(subscription_id=subscription.pk, at=now),
     )
+
+
+def pricing_contexts(*, subscriptions: list[Subscription], now: datetime,
+                     ctx: ReadContext) -> dict[int, PricingContext]:
+    """`pricing_context` of many subscriptions (a bulk job's preview), by subscription id: the balances, open
+    changes and contracts of all of them in three queries per few thousand, the rest from `ctx`."""
+    from django.db.models import Sum
+
+    contexts: dict[int, PricingContext] = {}
+    batch = 5000
+    for index in range(0, len(subscriptions), batch):
+        part = subscriptions[index:index + batch]
+        customer_ids = {s.customer_id for s in part}
+        balances = {(row["customer_id"], row["currency"]): row["total"] for row in
+                    BalanceEntry.objects.filter(customer_id__in=customer_ids).order_by()
+                    .values("customer_id", "currency").annotate(total=Sum("amount"))}
+        open_changes: dict[int, list[tuple[int, str, int]]] = {}
+        for customer_id, pk, status, subscription_id in PlanChange.objects.filter(
+            customer_id__in=customer_ids, status__in=(*PlanChange.IN_FLIGHT, PlanChange.Status.SCHEDULED)
+        ).values_list("customer_id", "pk", "status", "subscription_id"):
+            open_changes.setdefault(customer_id, []).append((pk, status, subscription_id))
+        contracts = {c.subscription_id: c for c in Contract.objects.filter(  # at most one per subscription
+            subscription_id__in=[s.pk for s in part], term_start__lte=now, term_end__gt=now).prefetch_related("prices")}
+        for subscription in part:
+            customer = subscription.customer
+            balance = balances.get((customer.pk, subscription.price.currency))
+            contexts[subscription.pk] = PricingContext(
+                rules=ctx.change_rules(), entity=ctx.legal_entity(),
+                tax=ctx.tax_decision_for(customer=customer, on=billing_date(customer=customer, moment=now)),
+                balance=balance if balance is not None else Decimal(0),
+                open_changes=open_changes.get(customer.pk, []), contract=contracts.get(subscription.pk),
+            )
+    return contexts
 
 
 def _check_eligibility(*, subscription: Subscription, to_price: Price, quantity: int, now: datetime,
@@ -371,10 +414,12 @@ def quote_create(
     actor: AbstractBaseUser | None,
     cancel: bool = False,
     target_discount_percent: Decimal | None = None,
+    ctx: ReadContext | None = None,
 ) -> Quote:
     """Price a change (`quote_price`) and store it as a quote that expires after QUOTE_TTL."""
+    context = pricing_context(subscription=subscription, now=now.replace(microsecond=0), ctx=ctx) if ctx else None
     quote = quote_price(subscription=subscription, to_price=to_price, quantity=quantity, now=now, actor=actor,
-                        cancel=cancel, target_discount_percent=target_discount_percent)
+                        cancel=cancel, target_discount_percent=target_discount_percent, context=context)
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # A quote is an offer, not money moved: losing the last few to a crash only means asking

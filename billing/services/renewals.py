@@ -18,8 +18,10 @@ from django.db import transaction
 
 from billing import proration
 from billing.models import Customer, Direction, PlanChange, Subscription
+from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_renewal
+from billing.services.period_ends_bulk import period_ends_apply_set
 from billing.services.plan_changes import _apply, _fail_change, _lock
 
 logger = logging.getLogger(__name__)
@@ -29,13 +31,14 @@ MAX_PERIODS_PER_RUN = 36
 
 
 def _scheduled_apply_locked(*, change: PlanChange, customer: Customer, subscription: Subscription,
-                            now: datetime) -> bool:
+                            now: datetime, ctx: ReadContext) -> bool:
     """Apply a due scheduled change (locks held). Returns whether it applied; a change that can no longer
     apply fails with its reason and the subscription renews on its current terms."""
     if change.direction == Direction.CANCEL:
-        _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
+        _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now, ctx=ctx)
         return True
-    to_product_id = change.to_price.plan.product_id
+    to_price = ctx.price(change.to_price_id)
+    to_product_id = to_price.plan.product_id
     if subscription.status not in Subscription.RENEWABLE:
         _fail_change(change=change, customer=customer, code="subscription_not_active",
                      message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
@@ -49,28 +52,33 @@ def _scheduled_apply_locked(*, change: PlanChange, customer: Customer, subscript
     _sweep_succeeded(change)
     start = change.effective_at
     change.new_period_start = start
-    change.new_period_end = proration.add_interval(start, change.to_price.interval, ZoneInfo(customer.timezone))
-    _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now)
+    change.new_period_end = proration.add_interval(start, to_price.interval, ZoneInfo(customer.timezone))
+    _apply(change=change, customer=customer, subscription=subscription, actor=None, now=now, ctx=ctx)
     return True
 
 
-def _renew_locked(*, customer: Customer, subscription: Subscription, now: datetime) -> bool:
+def _renew_locked(*, customer: Customer, subscription: Subscription, now: datetime, ctx: ReadContext) -> bool:
     """Enter the next period if the current one has ended: its scheduled change first, then its invoice."""
     if subscription.status not in Subscription.RENEWABLE or subscription.current_period_end > now:
         return False
     if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
         return False  # a payment for the current period is under way: renew once it settles (next sweep)
     period_end = subscription.current_period_end
-    due = (PlanChange.objects.select_for_update().filter(subscription=subscription, status=PlanChange.Status.SCHEDULED,
-                                                         effective_at__lte=period_end)
-           .select_related("to_price__plan").order_by("effective_at", "pk"))
+    # `of=("self",)`: lock the plan changes only, never the joined price and plan rows that every customer moving
+    # to that price shares (locking those serialised the sweep's workers on one row).
+    due = (PlanChange.objects.select_for_update(of=("self",))
+           .filter(subscription=subscription, status=PlanChange.Status.SCHEDULED, effective_at__lte=period_end)
+           .order_by("effective_at", "pk"))  # their prices come from the context
+    # Reset before a change saves the subscription (an error rolls the whole step back, reset included), so a
+    # step that succeeds through a scheduled change clears an earlier failure too.
+    _sweep_succeeded(subscription)
     for change in due:
-        if _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now):
+        if _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now, ctx=ctx):
             break
     if subscription.status == Subscription.Status.CANCELLED:
         return True  # a cancellation took effect: nothing more to bill
-    _sweep_succeeded(subscription)
     if subscription.current_period_end == period_end:  # no change moved the period: renew on the same terms
+        subscription.price = ctx.price(subscription.price_id)  # with its product, for the snapshots
         before = subscription_snapshot(subscription)
         subscription.current_period_start = period_end
         subscription.current_period_end = proration.add_interval(period_end, subscription.price.interval,
@@ -86,7 +94,7 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
     if _discount_roll(subscription):
         subscription.save(update_fields=["discount_percent", "discount_periods_left", "next_discount_percent",
                                          "next_discount_periods", "updated_at"])
-    invoice_for_renewal(customer=customer, subscription=subscription, now=now)
+    invoice_for_renewal(customer=customer, subscription=subscription, now=now, ctx=ctx)
     return True
 
 
@@ -131,32 +139,34 @@ def _discount_roll(subscription: Subscription) -> bool:
     return True
 
 
-def _renew_step(*, subscription_id: int, now: datetime) -> tuple[bool, bool]:
+def _renew_step(*, subscription_id: int, now: datetime, ctx: ReadContext) -> tuple[bool, bool]:
     """(whether this call took the step, whether another period is due after it)."""
     customer_id = Subscription.objects.values_list("customer_id", flat=True).get(pk=subscription_id)
     with transaction.atomic():
         customer, subscription, _none = _lock(customer_id, subscription_id)
-        renewed = _renew_locked(customer=customer, subscription=subscription, now=now)
+        renewed = _renew_locked(customer=customer, subscription=subscription, now=now, ctx=ctx)
         return renewed, renewed and subscription.status in Subscription.RENEWABLE and \
             subscription.current_period_end <= now
 
 
-def subscription_renew(*, subscription_id: int, now: datetime) -> bool:
+def subscription_renew(*, subscription_id: int, now: datetime, ctx: ReadContext | None = None) -> bool:
     """One period-end step for one subscription, exactly once. Returns whether this call took it."""
-    return _renew_step(subscription_id=subscription_id, now=now)[0]
+    return _renew_step(subscription_id=subscription_id, now=now, ctx=ctx or ReadContext())[0]
 
 
-def subscription_renew_all_due(*, subscription_id: int, now: datetime) -> int:
+def subscription_renew_all_due(*, subscription_id: int, now: datetime, ctx: ReadContext | None = None) -> int:
     """Every period of one subscription that ended by `now` (normally one), one transaction each."""
+    ctx = ctx or ReadContext()
     periods, again = 0, True
     while again and periods < MAX_PERIODS_PER_RUN:
-        renewed, again = _renew_step(subscription_id=subscription_id, now=now)
+        renewed, again = _renew_step(subscription_id=subscription_id, now=now, ctx=ctx)
         periods += renewed
     return periods
 
 
-def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
+def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime, ctx: ReadContext | None = None) -> bool:
     """Apply one due scheduled change exactly once. A change at the period end is the renewal step itself."""
+    ctx = ctx or ReadContext()
     change = PlanChange.objects.get(pk=plan_change_id)
     with transaction.atomic():
         customer, subscription, change = _lock(change.customer_id, change.subscription_id, change.pk)
@@ -167,10 +177,11 @@ def plan_change_apply_scheduled(*, plan_change_id: int, now: datetime) -> bool:
                          message=f"The subscription is {subscription.get_status_display().lower()}.", now=now)
             return False
         if change.effective_at >= subscription.current_period_end:
-            return _renew_locked(customer=customer, subscription=subscription, now=now)
+            return _renew_locked(customer=customer, subscription=subscription, now=now, ctx=ctx)
         if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
             return False  # wait until the customer's in-flight payment settles; the next sweep retries
-        return _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now)
+        return _scheduled_apply_locked(change=change, customer=customer, subscription=subscription, now=now,
+                                       ctx=ctx)
 
 
 def _sweep_backoff(failures: int) -> timedelta:
@@ -221,17 +232,29 @@ def sweep_retry(*, row: Subscription | PlanChange, actor, now: datetime) -> None
 
 def period_ends_run(*, subscription_ids: list[int], plan_change_ids: list[int], now: datetime) -> int:
     """One chunk of the sweep. An error in one subscription or change never stops the others: it is
-    remembered, retried with backoff and parked after repeated errors."""
+    remembered, retried with backoff and parked after repeated errors. The chunk reads the catalog, the rules,
+    the tax rates and the legal entity once (billing.selectors_context)."""
+    ctx = ReadContext()
     applied = 0
+    taken: dict[int, bool] = {}
+    if len(subscription_ids) > 1:
+        try:  # the plain steps of the chunk together; an error here only means step by step for all of them
+            taken = period_ends_apply_set(subscription_ids=subscription_ids, now=now, ctx=ctx)
+        except Exception:
+            logger.exception("the set-based period-end step failed; applying the chunk step by step")
     for subscription_id in subscription_ids:
+        if subscription_id in taken:
+            applied += 1
+            if not taken[subscription_id]:
+                continue  # otherwise another period is due already: the single step catches up
         try:
-            applied += subscription_renew_all_due(subscription_id=subscription_id, now=now)
+            applied += subscription_renew_all_due(subscription_id=subscription_id, now=now, ctx=ctx)
         except Exception as error:
             logger.exception("renewing subscription %s failed", subscription_id)
             _sweep_failed(model=Subscription, pk=subscription_id, error=error, now=now)
     for change_id in plan_change_ids:
         try:
-            applied += plan_change_apply_scheduled(plan_change_id=change_id, now=now)
+            applied += plan_change_apply_scheduled(plan_change_id=change_id, now=now, ctx=ctx)
         except Exception as error:
             logger.exception("applying scheduled plan change %s failed", change_id)
             _sweep_failed(model=PlanChange, pk=change_id, error=error, now=now)

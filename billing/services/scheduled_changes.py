@@ -19,6 +19,7 @@ from django.db.models import Q, QuerySet
 from billing.errors import BillingError, ChangeConflict, ChangeRefused
 from billing.models import PlanChange, Price, ScheduledChange, Subscription
 from billing.money import format_amount
+from billing.selectors_context import ReadContext
 from billing.services.audit import audit_event_record
 from billing.services.plan_changes import plan_change_cancel, quote_accept
 from billing.services.quotes import quote_create
@@ -66,7 +67,9 @@ def scheduled_changes_due(*, now: datetime) -> QuerySet[ScheduledChange]:
 def _finish(row_id: int, *, status: str, now: datetime, code: str = "", message: str = "",
             plan_change: PlanChange | None = None) -> ScheduledChange:
     with transaction.atomic():
-        row = ScheduledChange.objects.select_for_update().get(pk=row_id)
+        # of=("self",): the row only, never the staff user and the customer read along with it.
+        row = (ScheduledChange.objects.select_for_update(of=("self",)).select_related("created_by", "customer")
+               .get(pk=row_id))
         if row.status != ScheduledChange.Status.PROCESSING:
             return row
         row.status = status
@@ -102,10 +105,13 @@ def _later(row_id: int, *, now: datetime, code: str, message: str, drop_quote: b
     return row
 
 
-def scheduled_change_apply(*, scheduled_change_id: int, now: datetime) -> ScheduledChange:
+def scheduled_change_apply(*, scheduled_change_id: int, now: datetime,
+                           ctx: ReadContext | None = None) -> ScheduledChange:
     """Apply one due staff change exactly once (safe to call again, from any worker, after any crash)."""
+    ctx = ctx or ReadContext()
     with transaction.atomic():
-        row = ScheduledChange.objects.select_for_update().get(pk=scheduled_change_id)
+        row = (ScheduledChange.objects.select_for_update(of=("self",)).select_related("created_by")
+               .get(pk=scheduled_change_id))
         if row.status not in ScheduledChange.OPEN or row.effective_at > now:
             return row
         if row.status == ScheduledChange.Status.PROCESSING and row.retry_at is not None and row.retry_at > now:
@@ -119,19 +125,22 @@ def scheduled_change_apply(*, scheduled_change_id: int, now: datetime) -> Schedu
         row.retry_at = now + PROCESSING_LEASE
         row.save(update_fields=["status", "attempts", "retry_at"])
     if row.quote_id is None:
-        subscription = Subscription.objects.select_related("customer", "price__plan").get(pk=row.subscription_id)
+        subscription = Subscription.objects.select_related("customer").get(pk=row.subscription_id)
+        subscription.price = ctx.price(subscription.price_id)
         try:
-            quote = quote_create(subscription=subscription, to_price=row.to_price, quantity=row.to_quantity, now=now,
-                                 actor=row.created_by)
+            quote = quote_create(subscription=subscription, to_price=ctx.price(row.to_price_id),
+                                 quantity=row.to_quantity, now=now, actor=row.created_by, ctx=ctx)
         except BillingError as error:
             if error.code in _TRY_AGAIN:
                 return _later(row.pk, now=now, code=error.code, message=error.detail, drop_quote=False)
             return _finish(row.pk, status=ScheduledChange.Status.REFUSED, now=now, code=error.code,
                            message=error.detail)
-        ScheduledChange.objects.filter(pk=row.pk, quote__isnull=True).update(quote=quote)
-        row.refresh_from_db()
+        if ScheduledChange.objects.filter(pk=row.pk, quote__isnull=True).update(quote=quote):
+            row.quote = quote
+        else:
+            row.refresh_from_db()
     try:
-        change = quote_accept(quote=row.quote, actor=row.created_by, now=now)
+        change = quote_accept(quote=row.quote, actor=row.created_by, now=now, ctx=ctx)
     except ChangeConflict as error:
         existing = error.extra.get("plan_change")
         if error.code == "quote_already_accepted" and existing:
@@ -190,10 +199,11 @@ def scheduled_change_cancel(*, row: ScheduledChange, actor: AbstractBaseUser, no
 
 def scheduled_changes_run(*, ids: list[int], now: datetime) -> int:
     """A chunk (of the sweep or a bulk job): each in date order; one bad row never stops the others."""
+    ctx = ReadContext()  # the catalog, rules, tax rates, seller and approval policies: read once per chunk
     done = 0
     for row_id in ids:
         try:
-            row = scheduled_change_apply(scheduled_change_id=row_id, now=now)
+            row = scheduled_change_apply(scheduled_change_id=row_id, now=now, ctx=ctx)
         except Exception as error:  # unexpected: remembered on the row, retried with backoff, then parked
             logger.exception("applying scheduled change %s failed", row_id)
             row = _later(row_id, now=now, code="error", message=f"{type(error).__name__}: {error}", drop_quote=False)

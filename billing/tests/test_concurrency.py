@@ -235,6 +235,57 @@ def test_four_workers_renewing_one_due_subscription_bill_the_period_once():
     assert LocalPayment.objects.filter(status="succeeded").count() == 1
 
 
+def test_a_renewal_applying_a_scheduled_change_locks_its_own_rows_not_the_shared_price_and_plan(monkeypatch):
+    """While one worker holds a renewal step's locks, another can still lock the target price and plan: the step
+    locks the customer's rows only (it used to lock the joined catalog rows too, serialising the sweep's workers)."""
+    from django.db import OperationalError, connections
+
+    from billing.models import Plan, Price
+    from billing.services import renewals
+    from billing.tests.factories import MID_JANUARY, PERIOD_END
+
+    s = subscription_setup()
+    Subscription.objects.filter(pk=s.subscription.pk).update(price=s.pro_month)
+    s.subscription.refresh_from_db()
+    change = quote_accept(quote=quote_create(subscription=s.subscription, to_price=s.basic_month, quantity=3,
+                                             now=MID_JANUARY, actor=s.owner), actor=s.owner, now=MID_JANUARY)
+    assert change.status == "scheduled"
+    holding, release = threading.Event(), threading.Event()
+    issue = renewals.invoice_for_renewal
+
+    def invoice_while_held(**kwargs):
+        holding.set()
+        release.wait(timeout=30)
+        return issue(**kwargs)
+
+    monkeypatch.setattr(renewals, "invoice_for_renewal", invoice_while_held)
+    worker = threading.Thread(target=lambda: (renewals.subscription_renew(subscription_id=s.subscription.pk,
+                                                                          now=PERIOD_END), connection.close()))
+    worker.start()
+    try:
+        assert holding.wait(timeout=30)
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                for model, statement, pk in (
+                    (Price, "SELECT id FROM billing_price WHERE id = %s FOR UPDATE NOWAIT", s.basic_month.pk),
+                    (Plan, "SELECT id FROM billing_plan WHERE id = %s FOR UPDATE NOWAIT", s.basic_month.plan_id),
+                ):
+                    try:
+                        cursor.execute(statement, [pk])
+                    except OperationalError as error:
+                        pytest.fail(f"the renewal step locked the shared {model.__name__} row: {error}")
+                cursor.execute("ROLLBACK")
+        finally:
+            other.close()
+    finally:
+        release.set()
+        worker.join(timeout=30)
+    change.refresh_from_db()
+    assert change.status == "applied"
+
+
 def declined_renewal(s):
     """Renew `s` with a declining card (the tasks after commit run eagerly): past due, invoice open, the
     failure email sent. Returns the invoice."""

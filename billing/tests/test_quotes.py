@@ -292,3 +292,31 @@ def test_pricing_without_storing_gives_the_stored_quotes_amounts():
     fields = ["lines", "subtotal", "tax", "total", "amount_due", "balance_after", "next_period_amount",
               "effective_at", "new_period_end", "direction", "timing"]
     assert [getattr(draft, f) for f in fields] == [getattr(stored, f) for f in fields]
+
+
+def test_a_bulk_preview_prices_with_the_same_context_as_one_quote():
+    """pricing_contexts (a bulk job's preview: read for all rows at once, rules, seller and tax from a ReadContext)
+    gives every subscription exactly what pricing_context reads for it alone."""
+    from billing.selectors_context import ReadContext
+    from billing.services.quotes import pricing_context, pricing_contexts
+    from billing.tests.factories import MID_JANUARY, contract_for
+
+    s = subscription_setup()
+    BalanceEntry.objects.create(customer=s.customer, currency="EUR", amount=Decimal("20.00"), kind="adjustment",
+                                description="goodwill", created_at=MID_JANUARY)
+    BalanceEntry.objects.create(customer=s.customer, currency="USD", amount=Decimal("500.00"), kind="adjustment",
+                                description="another currency is never used", created_at=MID_JANUARY)
+    contract_for(s)
+    Subscription.objects.filter(pk=s.subscription.pk).update(price=s.pro_month)
+    s.subscription.refresh_from_db()
+    scheduled = quote_create(subscription=s.subscription, to_price=s.basic_month, quantity=5, now=MID_JANUARY,
+                             actor=s.owner)
+    from billing.services.plan_changes import quote_accept
+
+    assert quote_accept(quote=scheduled, actor=s.owner, now=MID_JANUARY).status == "scheduled"
+    subscriptions = list(Subscription.objects.select_related("customer", "price__plan__product"))
+    batch = pricing_contexts(subscriptions=subscriptions, now=MID_JANUARY, ctx=ReadContext())
+    for subscription in subscriptions:
+        alone = pricing_context(subscription=subscription, now=MID_JANUARY)
+        assert batch[subscription.pk] == alone
+        assert alone.contract is not None and alone.balance == Decimal("20.00") and len(alone.open_changes) == 1

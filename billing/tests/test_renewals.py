@@ -399,10 +399,10 @@ def test_a_step_that_keeps_failing_is_retried_with_backoff_then_parked_and_staff
 
     real = renewals.invoice_for_renewal
 
-    def broken(*, customer, subscription, now):
+    def broken(*, customer, subscription, now, **context):
         if subscription.pk == s.subscription.pk:
             raise RuntimeError("the PDF disk is full")
-        return real(customer=customer, subscription=subscription, now=now)
+        return real(customer=customer, subscription=subscription, now=now, **context)
 
     monkeypatch.setattr(renewals, "invoice_for_renewal", broken)
     assert renew() == 1  # the other customer renews; the broken one rolls back whole
