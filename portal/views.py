@@ -427,7 +427,9 @@ def change_cancel(request: HttpRequest, customer_id: int, change_id: int) -> Htt
     membership = _billing_membership(request, customer_id)
     plan_change = _change_of(membership, change_id)
     try:
-        plan_change_cancel(plan_change=plan_change, actor=request.user, now=timezone.now())
+        # Withdrawing a scheduled cancellation is the customer keeping the subscription ("Keep my subscription").
+        reason = "reactivated" if plan_change.direction == "cancel" else "customer_cancelled"
+        plan_change_cancel(plan_change=plan_change, actor=request.user, now=timezone.now(), reason_code=reason)
         messages.success(request, _("The scheduled change is cancelled; nothing changes."))
     except BillingError as error:
         messages.error(request, error.detail)

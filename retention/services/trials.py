@@ -22,6 +22,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from billing.errors import BillingError, ChangeConflict, ChangeRefused
@@ -73,6 +75,10 @@ def _refusal(*, subscription: Subscription, plan: Plan, now: datetime) -> Change
         return ChangeRefused("subscription_not_active", _("Only an active paid subscription can try a higher plan; "
                                                           "this one is %(status)s.")
                              % {"status": subscription.get_status_display().lower()})
+    if subscription.is_paused_at(now):
+        return ChangeRefused("subscription_paused", _("This subscription is paused until %(date)s; resume it on the "
+                                                      "overview before starting a trial.")
+                             % {"date": date_format(timezone.localtime(subscription.paused_until), "DATE_FORMAT")})
     current = subscription.price.plan
     if plan.product_id != subscription.product_id:
         return ChangeRefused("trial_other_product", _("A trial is of a higher plan of the same product; %(plan)s is "

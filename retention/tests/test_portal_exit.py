@@ -130,6 +130,7 @@ def test_no_thanks_then_confirm_cancels_in_two_clicks_and_keep_restores(client, 
     assert "This subscription ends on" in overview and "Keep my subscription" in overview
     client.post(url("change-cancel", x.s.customer.pk, change.pk))  # one click keeps it
     assert PlanChange.objects.get().status == "cancelled"
+    assert AuditEvent.objects.filter(action="plan_change.cancelled").get().reason_code == "reactivated"
     assert "Keep my subscription" not in html(client.get(url("overview", x.s.customer.pk)))
     assert "Accept this offer" not in html(client.get(offers))
 

@@ -109,6 +109,19 @@ def test_not_while_past_due_or_a_change_is_scheduled(s):
     assert not Trial.objects.exists()
 
 
+def test_not_while_paused(s):
+    """A pause (retention offer) freezes the subscription: a trial waits for the pause to end or an early resume."""
+    Subscription.objects.filter(pk=s.subscription.pk).update(pause_starts_at=START - timedelta(days=1),
+                                                             paused_until=START + timedelta(days=5))
+    paused = Subscription.objects.get(pk=s.subscription.pk)
+    ok, reason = trial_eligible(subscription=paused, plan=s.pro, now=START)
+    assert not ok and reason.startswith("This subscription is paused until ")
+    with pytest.raises(ChangeRefused) as refused:
+        start(s)
+    assert refused.value.code == "subscription_paused" and not Trial.objects.exists()
+    assert trial_eligible(subscription=paused, plan=s.pro, now=START + timedelta(days=5)) == (True, "")
+
+
 def test_bad_days_and_a_refused_conversion_are_clear_errors(s):
     with pytest.raises(ChangeRefused, match="1 to 90 days; 0 was asked"):
         start(s, days=0)
