@@ -35,6 +35,7 @@ from django.db import transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
+from billing.bulk_sql import rows_update
 from billing.errors import BillingError
 from billing.models import (
     AuditEvent,
@@ -227,7 +228,7 @@ def _claim(*, items: list[_Item], now: datetime, lease_until: datetime) -> list[
         Quote.objects.bulk_create([i.quote for i in taken])
         for item in taken:
             item.row.quote = item.quote
-        ScheduledChange.objects.bulk_update([i.row for i in taken], ["status", "attempts", "retry_at", "quote"])
+        rows_update(ScheduledChange, [i.row for i in taken], ["status", "attempts", "retry_at", "quote"])
     return taken
 
 
@@ -362,8 +363,8 @@ def _apply(*, items: list[_Item], now: datetime, ctx: ReadContext) -> list[_Item
                                             customer=customer, reason_code=change.reason_code, before=before,
                                             after=subscription_snapshot(subscription),
                                             message=applied_message(change)))
-        Subscription.objects.bulk_update([i.subscription for i in taken], _SUBSCRIPTION_FIELDS)
-        PlanChange.objects.bulk_update([i.change for i in taken], _CHANGE_FIELDS)
+        rows_update(Subscription, [i.subscription for i in taken], _SUBSCRIPTION_FIELDS)
+        rows_update(PlanChange, [i.change for i in taken], _CHANGE_FIELDS)
         entity = documents[0][0].legal_entity
         for (invoice, _lines), fields in zip(documents, issue_fields_for(entity=entity, kind=Invoice.Kind.INVOICE,
                                                                         now=now, count=len(documents)), strict=True):
@@ -405,7 +406,7 @@ def _apply(*, items: list[_Item], now: datetime, ctx: ReadContext) -> list[_Item
             row_events.append(audit_event_build(actor=row.created_by, action="scheduled_change.applied", target=row,
                                                 now=now, customer=customers[row.customer_id],
                                                 reason_code="staff_scheduled", message=row.message))
-        ScheduledChange.objects.bulk_update(finished, _ROW_FIELDS)
+        rows_update(ScheduledChange, finished, _ROW_FIELDS)
         AuditEvent.objects.bulk_create(row_events)
     return taken
 
