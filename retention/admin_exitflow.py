@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
+from billing.admin import ReadOnlyAdmin
 from billing.money import is_currency
 from retention.models import ExitReason, ExitSurvey, OfferPresentation, RetentionOffer
 
@@ -103,7 +104,7 @@ class OfferPresentationInline(admin.TabularInline):
 
 
 @admin.register(ExitSurvey)
-class ExitSurveyAdmin(admin.ModelAdmin):
+class ExitSurveyAdmin(ReadOnlyAdmin):  # what the customer said: viewable with the view permission, never edited
     list_display = ["customer", "flow", "reason", "created_at", "plan_change"]
     list_filter = ["flow", "reason"]
     list_select_related = ["customer", "reason", "plan_change"]
@@ -113,30 +114,12 @@ class ExitSurveyAdmin(admin.ModelAdmin):
     readonly_fields = ["customer", "subscription", "flow", "reason", "details", "target_price", "target_quantity",
                        "quote", "plan_change", "created_by", "created_at"]
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # a record of what the customer said: viewable with the view permission, never edited
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(OfferPresentation)
-class OfferPresentationAdmin(admin.ModelAdmin):
+class OfferPresentationAdmin(ReadOnlyAdmin):
     list_display = ["offer", "customer", "status", "revenue_at_risk", "currency", "shown_at", "decided_at"]
     list_filter = ["status", "offer"]
     list_select_related = ["offer", "customer"]
     date_hierarchy = "shown_at"
     readonly_fields = ["survey", "offer", "customer", "status", "currency", "revenue_at_risk", "effect", "quote",
                        "shown_at", "decided_at", "decided_by"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
