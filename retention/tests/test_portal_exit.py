@@ -207,3 +207,15 @@ def test_offers_page_after_an_offer_was_taken_elsewhere(client, x):
     assert response.url == url("exit-offers", x.s.customer.pk, discount.survey_id)
     assert "You already accepted another offer." in messages_of(client.get(response.url))
     assert not PlanChange.objects.exists()
+
+
+@pytest.mark.parametrize(("left", "note"), [
+    (0, "30 % off this period; it ends with this period."),
+    (1, "30 % off this period and your next renewal."),
+    (2, "30 % off this period and the next 2 renewals."),
+])
+def test_the_overview_says_how_long_a_running_discount_lasts(client, x, left, note):
+    Subscription.objects.filter(pk=x.subscription.pk).update(discount_percent=Decimal(30), discount_periods_left=left)
+    page = html(signed_in(client, x.s.owner).get(url("overview", x.s.customer.pk)))
+    found = re.search(rf'data-testid="discount-{x.subscription.pk}">([^<]*)<', page)
+    assert found and found.group(1) == note
