@@ -29,6 +29,7 @@ from billing.models import PlanChange, Price, Quote, Subscription
 from billing.money import format_amount, round_exact
 from billing.selectors import discount_for_next_period, period_price, price_get
 from billing.services.audit import audit_event_record, subscription_snapshot
+from entitlements.services import entitlements_sync
 from retention.models import ExitSurvey, OfferPresentation, RecurringCredit, RetentionOffer
 from retention.services.recurring_credits import recurring_credit_capped, recurring_credit_pending
 
@@ -378,6 +379,7 @@ def offer_accept(*, presentation: OfferPresentation, actor: AbstractBaseUser | N
             subscription.paused_until = _pause_end(subscription, offer.periods)
             subscription.version += 1
             subscription.save()
+            entitlements_sync(customer=customer)  # frozen from the pause's start (entitlements.selectors)
             message = f"Paused from {subscription.pause_starts_at.isoformat()} until " \
                       f"{subscription.paused_until.isoformat()}"
         elif offer.kind == RetentionOffer.Kind.CROSSGRADE:
