@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from billing.errors import ChangeConflict, ChangeRefused
 from billing.models import Direction, PlanChange, Price, Quote, Subscription
 from billing.services.audit import audit_event_record, subscription_snapshot
+from entitlements.services import entitlements_sync
 from retention.models import ExitReason, ExitSurvey
 
 DETAILS_MAX = 2000
@@ -158,6 +159,7 @@ def subscription_resume(*, subscription: Subscription, actor: AbstractBaseUser |
             subscription.save()
             _renew_locked(customer=customer, subscription=subscription, now=now, ctx=ReadContext())
             message = "Resumed early: billing starts again now"
+        entitlements_sync(customer=customer)  # no longer frozen (entitlements.selectors)
         audit_event_record(actor=actor, action="subscription.resumed", target=subscription, now=now,
                            customer=customer, reason_code="resumed_early", before=before,
                            after=subscription_snapshot(subscription), message=message)

@@ -169,8 +169,10 @@ def test_crossgrade_left_out_when_not_cheaper_or_charging_now(x):
     assert kinds(offers_eligible(survey=survey(x), now=timezone.now())) == ["discount"]
 
 
-def test_amount_off_discounts_are_never_offered(x):
+def test_amount_off_discounts_are_offered_in_the_subscriptions_currency_only(x):
     RetentionOffer.objects.filter(pk=x.discount.pk).update(percent_off=None, amount_off=D("10"), currency="EUR")
+    assert kinds(offers_eligible(survey=survey(x), now=timezone.now())) == ["discount", "crossgrade"]
+    RetentionOffer.objects.filter(pk=x.discount.pk).update(currency="USD")  # the subscription bills in EUR
     assert kinds(offers_eligible(survey=survey(x), now=timezone.now())) == ["crossgrade"]
 
 
