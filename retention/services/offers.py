@@ -32,6 +32,7 @@ from billing.services.audit import audit_event_record, subscription_snapshot
 from entitlements.services import entitlements_sync
 from retention.models import ExitSurvey, OfferPresentation, RecurringCredit, RetentionOffer
 from retention.services.recurring_credits import recurring_credit_capped, recurring_credit_pending
+from retention.services.trials import trial_eligible, trial_start
 
 MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
@@ -195,24 +196,14 @@ def _effect_crossgrade(subscription: Subscription, quote: Quote) -> dict[str, An
     }
 
 
-def _trials():
-    """retention.services.trials (branch `trials`), or None while it is not there."""
-    try:
-        from retention.services import trials
-    except ImportError:
-        return None
-    return trials
-
-
 def _effect_trial(subscription: Subscription, offer: RetentionOffer, now: datetime) -> dict[str, Any] | None:
-    trials = _trials()
-    if trials is None or offer.target_plan_id is None or not offer.trial_days:
+    if offer.target_plan_id is None or not offer.trial_days:
         return None
     if offer.target_plan.rank <= subscription.price.plan.rank or \
             offer.target_plan.product_id != subscription.product_id:
         return None
     try:
-        eligible = trials.trial_eligible(subscription=subscription, plan=offer.target_plan, now=now)
+        eligible = trial_eligible(subscription=subscription, plan=offer.target_plan, now=now)
     except BillingError:
         return None
     if not (eligible[0] if isinstance(eligible, tuple) else eligible):  # (may try, why not)
@@ -388,10 +379,7 @@ def offer_accept(*, presentation: OfferPresentation, actor: AbstractBaseUser | N
             survey.save(update_fields=["plan_change"])
             message = f"Moves to {effect['plan']} on {change.effective_at.isoformat()} (plan change {change.pk})"
         else:
-            trials = _trials()
-            if trials is None:
-                raise ChangeRefused("offer_unavailable", _("Trials are not available yet."))
-            trial = trials.trial_start(subscription=subscription, plan=offer.target_plan, days=offer.trial_days,
+            trial = trial_start(subscription=subscription, plan=offer.target_plan, days=offer.trial_days,
                                        source="offer", actor=actor, now=now, offer_presentation=presentation)
             message = f"Trial of {offer.target_plan} ({trial.pk})"
             subscription.refresh_from_db()
