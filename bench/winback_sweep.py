@@ -122,7 +122,10 @@ def main() -> int:
     now = timezone.now()
     if WinBackEnrolment.objects.filter(campaign__name="Bench after cancellation").exists():
         raise SystemExit("the database already holds a bench run: run without --reuse-db")
+    # The demo seed's own enrolment (vera, cancelled 8 days ago) is due as well: the sweep rightly sends it too.
+    seeded_due = WinBackEnrolment.objects.filter(status="active", next_send_at__lte=now).count()
     counts = populate(args.customers, args.due, now)
+    counts["due"] += seeded_due
     workerkit.redis_flush(args.redis_url)
     before_notifications = Notification.objects.count()
     load = workerkit.load_average()

@@ -188,6 +188,12 @@ class Renewal:
     currency: str
     price: Price
     quantity: int
+    credit: Decimal = Decimal(0)  # an amount-off retention discount credited just before that invoice (≤ total)
+
+    @property
+    def to_pay(self) -> Decimal:
+        """The total less the retention credit the invoice applies first (other balance not counted)."""
+        return self.total - self.credit
 
 
 def contract_in_force(*, subscription_id: int, at: datetime) -> Contract | None:
@@ -267,8 +273,8 @@ def discount_for_next_period(subscription: Subscription) -> Decimal:
 
 def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChange | None = None) -> Renewal | None:
     """What the next charged period will cost and when it starts: at the scheduled change's terms if one is due by
-    then, else at the current terms, with the discount the renewal will apply; after a pause when one covers the
-    next period. None when the subscription ends instead."""
+    then, else at the current terms, with the discount the renewal will apply and the amount-off retention credit it
+    receives; after a pause when one covers the next period. None when the subscription ends instead."""
     if subscription.status == Subscription.Status.CANCELLED:
         return None
     if scheduled is not None and scheduled.direction == "cancel":
@@ -282,4 +288,15 @@ def subscription_next_renewal(*, subscription: Subscription, scheduled: PlanChan
                           discount_percent=discount_for_next_period(subscription), start=at)
     totals = priced.totals
     return Renewal(at=at, subtotal=totals.subtotal, tax=totals.tax, total=totals.total,
-                   currency=price.currency, price=price, quantity=quantity)
+                   currency=price.currency, price=price, quantity=quantity,
+                   credit=_retention_credit(subscription=subscription, currency=price.currency, total=totals.total))
+
+
+def _retention_credit(*, subscription: Subscription, currency: str, total: Decimal) -> Decimal:
+    """The amount-off retention discount the next renewal invoice receives, as the renewal step grants it."""
+    from retention.services.recurring_credits import recurring_credit_capped, recurring_credit_pending
+
+    credit = recurring_credit_pending(subscription_id=subscription.pk)
+    if credit is None or credit.currency != currency:
+        return Decimal(0)
+    return recurring_credit_capped(amount=credit.amount, total=total)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -9,6 +12,13 @@ from rest_framework.views import APIView
 
 from billing.selectors import membership_get
 from entitlements.selectors import entitlements_for_customer
+
+
+class _StoredDateTime(serializers.DateTimeField):
+    """An instant the (cached) entitlements keep as ISO 8601 text, rendered like every other instant of the API."""
+
+    def to_representation(self, value: datetime | str | None) -> str | None:
+        return super().to_representation(parse_datetime(value) if isinstance(value, str) else value)
 
 
 class EntitlementSerializer(serializers.Serializer):
@@ -25,8 +35,15 @@ class EntitlementSerializer(serializers.Serializer):
     used = serializers.IntegerField(allow_null=True, help_text="Usage reported against the limit; null: not reported")
     over_limit = serializers.BooleanField(help_text="Usage is above the limit (after a downgrade or a trial's end)")
     read_only = serializers.BooleanField(
-        help_text="Nothing is deleted: what is above the limit stays readable but cannot grow or be edited until "
-                  "usage is brought under the limit or the plan is upgraded")
+        help_text="Nothing is deleted: what is above the limit (or everything of a frozen feature) stays readable "
+                  "but cannot grow or be edited until usage is brought under the limit or the plan is upgraded (or "
+                  "the pause ends)")
+    frozen = serializers.BooleanField(
+        help_text="Granted only by a subscription that is paused now: the data is kept and readable, nothing new may "
+                  "be added (read_only) until frozen_until")
+    frozen_until = _StoredDateTime(
+        allow_null=True, help_text="When the pause ends and the feature is live again (null: not frozen); earlier if "
+                                   "the customer resumes")
 
 
 class CustomerEntitlementsApi(APIView):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from django.core.cache import cache
@@ -30,6 +30,10 @@ class Entitlement:
     used: int | None = None
     over_limit: bool = False
     read_only: bool = False
+    # Granted only by subscriptions paused now (a retention offer's pause): kept and readable, read-only, nothing new
+    # until the pause ends at `frozen_until` (ISO 8601) or the subscription is resumed.
+    frozen: bool = False
+    frozen_until: str | None = None
 
     @property
     def over_by(self) -> int:
@@ -81,9 +85,27 @@ def _compute(customer_id: int, now: datetime) -> tuple[list[Entitlement], dateti
         plan_features.setdefault(pf.plan_id, []).append(pf)
     usage = dict(FeatureUsage.objects.filter(customer_id=customer_id).values_list("feature_id", "used"))
     seats_used = max((s.seats_in_use for s in subscriptions), default=None)
-    return entitlements_from(grants_of=grants_of, plan_features=plan_features,
-                             features=Feature.objects.order_by("sort_order", "code"), usage=usage,
-                             seats_used=seats_used), changes_at
+    result = entitlements_from(grants_of=grants_of, plan_features=plan_features,
+                               features=Feature.objects.order_by("sort_order", "code"), usage=usage,
+                               seats_used=seats_used)
+    # A pause freezes what it grants from its start to its end exactly (not until a sweep runs).
+    changes_at = min([moment for s in subscriptions for moment in (s.pause_starts_at, s.paused_until)
+                      if moment is not None and moment > now] + ([changes_at] if changes_at else []), default=None)
+    paused = {f"plan:{s.price.plan.product.code}/{s.price.plan.code}": s.paused_until
+              for s in subscriptions if s.pause_covers(now)}
+    return (entitlements_frozen(result, paused=paused) if paused else result), changes_at
+
+
+def entitlements_frozen(entitlements: list[Entitlement], *, paused: dict[str, datetime]) -> list[Entitlement]:
+    """Mark as frozen (and read-only) what only paused subscriptions grant, `paused` being {source label: the
+    pause's end}: data kept and readable, nothing new until the end. A feature another grant also gives stays live."""
+    result = []
+    for e in entitlements:
+        if e.enabled and e.sources and all(source in paused for source in e.sources):
+            until = max(paused[source] for source in e.sources)
+            e = replace(e, frozen=True, read_only=True, frozen_until=until.isoformat())
+        result.append(e)
+    return result
 
 
 def entitlements_from(*, grants_of: list[tuple[int, str, int | None]], plan_features: dict[int, list[PlanFeature]],
@@ -124,7 +146,8 @@ def entitlements_for_customer(*, customer: Customer, now: datetime | None = None
     """Every feature with whether and how much the customer may use it, cached per entitlements version.
 
     `customer` must be freshly read: its entitlements_version keys the cache. A cached answer also carries the
-    instant it stops being true by itself (a trial's end), so tried features vanish exactly at the end.
+    instant it stops being true by itself (a trial's end, a pause's start or end), so tried features vanish and paused
+    ones freeze and thaw exactly then.
     """
     now = now or timezone.now()
     key = f"entitlements:{customer.pk}:{customer.entitlements_version}"

@@ -27,6 +27,7 @@ from billing.selectors import Renewal, customer_balances, price_item, subscripti
 from billing.services.quotes import PricingContext, pricing_context, quote_price
 from billing.templatetags.billing_format import number
 from entitlements.selectors import Entitlement, entitlements_for_customer
+from retention.models import RecurringCredit
 
 BILLING_ROLES = Membership.BILLING_ROLES
 
@@ -52,6 +53,7 @@ class SubscriptionSummary:
     scheduled: PlanChange | None
     renewal: Renewal | None
     seats_allowed: int | None
+    retention_credit: RecurringCredit | None = None  # an amount-off retention discount still to come
 
 
 @dataclass
@@ -68,12 +70,14 @@ def overview_get(*, customer: Customer) -> Overview:
                          .order_by("status", "product__sort_order"))
     scheduled = {c.subscription_id: c for c in PlanChange.objects.filter(
         customer=customer, status=PlanChange.Status.SCHEDULED).select_related("to_price__plan").order_by("effective_at")}
+    credits = {c.subscription_id: c for c in RecurringCredit.objects.filter(
+        subscription__customer=customer, periods_left__gt=0).order_by("-pk")}
     entitlements = entitlements_for_customer(customer=customer)
     seats = next((e.limit for e in entitlements if e.feature == "seats"), None)
     return Overview(
         customer=customer,
         subscriptions=[SubscriptionSummary(s, scheduled.get(s.pk), subscription_next_renewal(
-            subscription=s, scheduled=scheduled.get(s.pk)), seats) for s in subscriptions],
+            subscription=s, scheduled=scheduled.get(s.pk)), seats, credits.get(s.pk)) for s in subscriptions],
         balances={cur: amount for cur, amount in customer_balances(customer=customer).items() if amount},
         entitlements=entitlements,
     )

@@ -3,10 +3,14 @@ surveys and the offers shown in them are records, read-only. Django's model perm
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin
 
-from billing.money import is_currency
+from billing.admin import ReadOnlyAdmin
+from billing.models import Price
+from billing.money import is_currency, minor_unit
 from retention.models import ExitReason, ExitSurvey, OfferPresentation, RetentionOffer
 
 
@@ -28,9 +32,10 @@ class RetentionOfferForm(forms.ModelForm):
                   "periods", "target_plan", "trial_days", "flow", "reasons", "plans", "min_tenure_days",
                   "cooldown_days"]
         help_texts = {
-            "amount_off": "Not supported yet: amount-off discounts are refused; use percent off "
-                          "(docs/retention.md).",
-            "currency": "Only with amount off, which is not supported yet.",
+            "amount_off": "Discount: an amount off each of the next N renewal invoices (credited to the customer's "
+                          "balance just before each, at most its total), instead of percent off. Offered only to "
+                          "subscriptions billed in its currency (docs/retention.md).",
+            "currency": "With amount off only: a currency the catalog sells (ISO 4217, e.g. EUR).",
         }
 
     def clean(self):
@@ -38,14 +43,20 @@ class RetentionOfferForm(forms.ModelForm):
         kind = data.get("kind")
         errors: dict[str, str] = {}
         percent, amount, periods = data.get("percent_off"), data.get("amount_off"), data.get("periods")
+        currency = (data.get("currency") or "").strip().upper()
+        if currency:
+            data["currency"] = currency
         if kind == RetentionOffer.Kind.DISCOUNT:
-            if amount is not None or data.get("currency"):
-                errors["amount_off"] = ("Amount-off discounts are not supported yet: give the discount as percent off "
-                                        "(applied to each discounted renewal exactly as the invoice prices it).")
+            if percent is not None and amount is not None:
+                errors["amount_off"] = "Give either percent off or an amount off, not both."
+            elif amount is not None:
+                errors.update(_amount_off_errors(amount, currency))
             elif percent is None:
-                errors["percent_off"] = "A discount needs percent off."
+                errors["percent_off"] = "A discount needs percent off or an amount off."
             elif not (0 < percent <= 100):
                 errors["percent_off"] = "Percent off must be more than 0 and at most 100."
+            if percent is not None and currency:
+                errors["currency"] = "A currency goes with an amount off only."
             if not periods:
                 errors["periods"] = "A discount needs the number of billing periods it lasts (at least 1)."
         elif kind == RetentionOffer.Kind.PAUSE:
@@ -60,11 +71,29 @@ class RetentionOfferForm(forms.ModelForm):
             errors["trial_days"] = "A trial needs its length in days (at least 1)."
         if kind != RetentionOffer.Kind.DISCOUNT and (percent is not None or amount is not None):
             errors["percent_off"] = "Only a discount has percent or amount off."
-        if data.get("currency") and not is_currency(data["currency"]):
-            errors["currency"] = f"{data['currency']} is not an ISO 4217 currency code."
+        if currency and not is_currency(currency) and "currency" not in errors:
+            errors["currency"] = f"{currency} is not an ISO 4217 currency code."
         if errors:
             raise forms.ValidationError(errors)
         return data
+
+
+def _amount_off_errors(amount: Decimal, currency: str) -> dict[str, str]:
+    """An amount off must be positive, in a currency the catalog sells, with at most that currency's minor-unit
+    digits (the credit is money the invoice applies as it is: never rounded on the way)."""
+    if not currency:
+        return {"currency": "An amount off needs its currency."}
+    if not is_currency(currency):
+        return {"currency": f"{currency} is not an ISO 4217 currency code."}
+    if not Price.objects.filter(currency=currency).exists():
+        return {"currency": f"Nothing in the catalog is sold in {currency}."}
+    if amount <= 0:
+        return {"amount_off": "The amount off must be more than zero."}
+    digits = minor_unit(currency)
+    if amount != amount.quantize(Decimal(1).scaleb(-digits)):
+        return {"amount_off": f"{currency} has {digits} digit(s) after the decimal point; the amount off cannot have "
+                              "more."}
+    return {}
 
 
 @admin.register(RetentionOffer)
@@ -78,7 +107,8 @@ class RetentionOfferAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "headline", "kind", "is_active", "priority"]}),
         ("Effect", {"fields": ["percent_off", "amount_off", "currency", "periods", "target_plan", "trial_days"],
-                    "description": "Discount: percent off for N renewals, starting at the next renewal. Pause: N "
+                    "description": "Discount: percent off, or an amount off each invoice, for N renewals, starting at "
+                                   "the next renewal. Pause: N "
                                    "periods without an invoice, then billing resumes by itself. Cross-grade: the "
                                    "cheaper plan, same currency, interval and seats. Trial: the higher plan, N days."}),
         ("Who sees it", {"fields": ["flow", "reasons", "plans", "min_tenure_days", "cooldown_days"]}),
@@ -103,7 +133,7 @@ class OfferPresentationInline(admin.TabularInline):
 
 
 @admin.register(ExitSurvey)
-class ExitSurveyAdmin(admin.ModelAdmin):
+class ExitSurveyAdmin(ReadOnlyAdmin):  # what the customer said: viewable with the view permission, never edited
     list_display = ["customer", "flow", "reason", "created_at", "plan_change"]
     list_filter = ["flow", "reason"]
     list_select_related = ["customer", "reason", "plan_change"]
@@ -113,30 +143,12 @@ class ExitSurveyAdmin(admin.ModelAdmin):
     readonly_fields = ["customer", "subscription", "flow", "reason", "details", "target_price", "target_quantity",
                        "quote", "plan_change", "created_by", "created_at"]
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # a record of what the customer said: viewable with the view permission, never edited
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(OfferPresentation)
-class OfferPresentationAdmin(admin.ModelAdmin):
+class OfferPresentationAdmin(ReadOnlyAdmin):
     list_display = ["offer", "customer", "status", "revenue_at_risk", "currency", "shown_at", "decided_at"]
     list_filter = ["status", "offer"]
     list_select_related = ["offer", "customer"]
     date_hierarchy = "shown_at"
     readonly_fields = ["survey", "offer", "customer", "status", "currency", "revenue_at_risk", "effect", "quote",
                        "shown_at", "decided_at", "decided_by"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import Count, Q
 
+from billing.admin import ReadOnlyAdmin
 from retention.models import RenewalOffer, RenewalOfferDismissal, RenewalOfferQuote
 
 
@@ -46,26 +47,16 @@ class RenewalOfferAdmin(admin.ModelAdmin):
         return obj._dismissed
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(RenewalOfferDismissal)
-class RenewalOfferDismissalAdmin(_ReadOnly):
+class RenewalOfferDismissalAdmin(ReadOnlyAdmin):
     list_display = ["subscription", "period_end", "offer", "dismissed_by", "dismissed_at"]
     list_select_related = ["subscription__customer", "subscription__price__plan", "offer", "dismissed_by"]
     date_hierarchy = "dismissed_at"
 
 
 @admin.register(RenewalOfferQuote)
-class RenewalOfferQuoteAdmin(_ReadOnly):
+class RenewalOfferQuoteAdmin(ReadOnlyAdmin):
     list_display = ["quote", "offer", "subscription", "period_end", "created_at"]
     list_select_related = ["quote__customer", "offer", "subscription__customer", "subscription__price__plan"]
     date_hierarchy = "created_at"

@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from billing.admin import ReadOnlyAdmin
 from retention.models import EmailOptOut, WinBackCampaign, WinBackEnrolment, WinBackSend, WinBackStep
 from retention.selectors.report import retention_report_csv_rows, retention_report_get
 
@@ -87,16 +88,6 @@ class ReportPeriodForm(forms.Form):
                 raise ValidationError("Choose a period of at most ten years.")
         return data
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(WinBackEnrolment)

@@ -266,6 +266,7 @@ class BalanceEntry(models.Model):
         ROLLBACK_CREDIT = "rollback_credit", _("Credit from a rolled-back charge")
         ROLLBACK_DEBIT = "rollback_debit", _("Credit of a rolled-back change taken back")
         ADJUSTMENT = "adjustment", _("Staff adjustment")
+        RETENTION_CREDIT = "retention_credit", _("Retention offer: amount off a renewal")
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="balance_entries")
     currency = models.CharField(max_length=3)

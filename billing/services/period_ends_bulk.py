@@ -1,16 +1,17 @@
 """The sweep's period-end step for a whole chunk at once, for the common case.
 
 `period_ends_run` hands its chunk here first. In one transaction, under the same locks the single step takes
-(customers → subscriptions → plan changes, each in primary-key order), this applies every subscription whose
-step is the plain one: exactly one scheduled change due at its period end, to a price of the same product,
-then the new period's invoice, with no balance to apply, no contract, no payment under way, no trial, no pause, no
-offer discount on the change and nothing free. It writes what the single step writes (billing.services.renewals: the
-subscription's new terms and its renewal discount rolled, the applied plan change with its entitlements gained,
-the customer's entitlements version, one `plan_change.applied` audit event, the win-back hook, the renewal
-invoice and its line numbered from the same gapless series, the PDF and the collection queued after commit),
-through the same helpers, with a few statements per chunk instead of ~20 per subscription. Everything else (and
-the whole chunk if anything here fails) goes through the single step, unchanged. Exactly once holds as before:
-the chunk's steps commit together or not at all, and a second worker that gets the same chunk waits for the
+(customers → subscriptions → plan changes, each in primary-key order), this applies every subscription whose step is
+the plain one: exactly one scheduled change due at its period end, to a price of the same product, then the new
+period's invoice, with no balance to apply, no contract, no payment under way, no trial, no pause, no offer discount
+on the change, no amount-off retention credit pending (the single step credits it to the balance before the invoice:
+retention.services.recurring_credits) and nothing free. It writes what the single step writes
+(billing.services.renewals: the subscription's new terms and its renewal discount rolled, the applied plan change
+with its entitlements gained, the customer's entitlements version, one `plan_change.applied` audit event, the win-
+back hook, the renewal invoice and its line numbered from the same gapless series, the PDF and the collection queued
+after commit), through the same helpers, with a few statements per chunk instead of ~20 per subscription. Everything
+else (and the whole chunk if anything here fails) goes through the single step, unchanged. Exactly once holds as
+before: the chunk's steps commit together or not at all, and a second worker that gets the same chunk waits for the
 locks, then finds those periods already entered.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
     """Take the plain period-end steps of the chunk together. Returns {subscription id: whether another period is
     already due after it} for the steps taken; the caller runs every other subscription through the single step."""
     from billing.services.renewals import _discount_roll, _sweep_succeeded
-    from retention.models import Trial
+    from retention.models import RecurringCredit, Trial
     from retention.services.winback import winback_plan_change_applied
 
     customer_of = dict(Subscription.objects.filter(pk__in=subscription_ids).values_list("pk", "customer_id"))
@@ -90,11 +91,15 @@ def period_ends_apply_set(*, subscription_ids: list[int], now: datetime, ctx: Re
                   .filter(customer_id__in=[s.customer_id for s in candidates]).order_by()
                   .values("customer_id", "currency").annotate(total=Sum("amount"))
                   if row["total"] > 0}  # a credit in any currency: the single step applies it
+        # An amount-off retention discount still to grant: a balance entry before the invoice, step by step.
+        crediting = set(RecurringCredit.objects.filter(subscription_id__in=[s.pk for s in candidates],
+                                                       periods_left__gt=0).values_list("subscription_id", flat=True))
         plain: list[tuple[Subscription, PlanChange]] = []
         for subscription in candidates:
             due = [c for c in scheduled.get(subscription.pk, []) if c.effective_at <= subscription.current_period_end]
             if (len(due) != 1 or subscription.pk in with_contract or subscription.customer_id in credit
-                    or subscription.customer_id in trying or subscription.paused_until is not None):
+                    or subscription.customer_id in trying or subscription.paused_until is not None
+                    or subscription.pk in crediting):
                 continue
             change = due[0]
             if (change.direction == Direction.CANCEL or change.timing == Timing.NOW

@@ -23,6 +23,7 @@ from billing.services.audit import audit_event_record, subscription_snapshot
 from billing.services.invoices import invoice_for_renewal
 from billing.services.period_ends_bulk import period_ends_apply_set
 from billing.services.plan_changes import _apply, _fail_change, _lock
+from retention.services.recurring_credits import recurring_credit_grant
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def _scheduled_apply_locked(*, change: PlanChange, customer: Customer, subscript
 
 
 def _renew_locked(*, customer: Customer, subscription: Subscription, now: datetime, ctx: ReadContext) -> bool:
-    """Enter the next period if the current one has ended: its scheduled change first, then its invoice."""
+    """Enter the next period if the current one has ended: its scheduled change first, then its invoice (after
+    crediting an amount-off retention discount due for this period, retention.services.recurring_credits)."""
     if subscription.status not in Subscription.RENEWABLE or subscription.current_period_end > now:
         return False
     if PlanChange.objects.filter(customer=customer, status__in=PlanChange.IN_FLIGHT).exists():
@@ -94,6 +96,8 @@ def _renew_locked(*, customer: Customer, subscription: Subscription, now: dateti
     if _discount_roll(subscription):
         subscription.save(update_fields=["discount_percent", "discount_periods_left", "next_discount_percent",
                                          "next_discount_periods", "updated_at"])
+    # An amount-off retention discount: credited to the balance now, so the invoice applies it first.
+    recurring_credit_grant(customer=customer, subscription=subscription, now=now, ctx=ctx)
     invoice_for_renewal(customer=customer, subscription=subscription, now=now, ctx=ctx)
     return True
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.management.commands.seed_demo import DEMO_PASSWORD, STAFF_GROUPS
+from billing.management.commands.seed_demo import DEMO_PASSWORD, RETENTION_GROUPS, STAFF_GROUPS
 from billing.models import Customer, Invoice, Price, Subscription
 from billing.services.plan_changes import quote_accept
 from billing.services.quotes import quote_create
@@ -50,16 +50,24 @@ def pages(demo) -> dict[str, str]:
         "emergency upgrade": reverse("admin:billing_subscription_emergency_upgrade", args=[demo["subscription"].pk]),
         "add a change rule": reverse("admin:billing_changerule_add"),
         "exchange rates": reverse("admin:billing_exchangerate_changelist"),
+        "feature usage": reverse("admin:billing_featureusage_changelist"),
+        "retention report": reverse("admin:retention_report"),
+        "exit surveys": reverse("admin:retention_exitsurvey_changelist"),
+        "trials": reverse("admin:retention_trial_changelist"),
+        "add a retention offer": reverse("admin:retention_retentionoffer_add"),
+        "add a win-back campaign": reverse("admin:retention_winbackcampaign_add"),
     }
 
 
 CAN = {
     "sue": {"customers", "support view", "subscriptions", "plan changes", "quotes", "prices", "audit trail", "invoices",
-            "invoice PDF", "rollback", "emergency upgrade"},
-    "sam": {"customers", "subscriptions", "plan changes", "quotes", "prices"},
-    "maria": {"customers", "subscriptions", "plan changes", "quotes", "prices"},
+            "invoice PDF", "rollback", "emergency upgrade", "feature usage", "exit surveys", "trials"},
+    "sam": {"customers", "subscriptions", "plan changes", "quotes", "prices", "retention report", "exit surveys",
+            "trials"},
+    "maria": {"customers", "subscriptions", "plan changes", "quotes", "prices", "retention report", "exit surveys",
+              "trials", "add a retention offer", "add a win-back campaign"},
     "fiona": {"customers", "support view", "subscriptions", "plan changes", "audit trail", "invoices", "invoice PDF",
-              "invoice export", "rollback", "exchange rates"},
+              "invoice export", "rollback", "exchange rates", "retention report"},
 }
 
 
@@ -75,7 +83,12 @@ def test_each_demo_user_opens_what_their_group_allows_and_nothing_else(client, d
 
 def test_the_groups_hold_exactly_the_documented_permissions_and_seeding_only_adds(demo):
     for name, codenames in STAFF_GROUPS.items():
-        assert set(Group.objects.get(name=name).permissions.values_list("codename", flat=True)) == set(codenames), name
+        held = Group.objects.get(name=name).permissions
+        assert set(held.filter(content_type__app_label="billing").values_list("codename", flat=True)) == set(
+            codenames), name
+        assert set(held.filter(content_type__app_label="retention").values_list("codename", flat=True)) == set(
+            RETENTION_GROUPS[name]), name
+        assert not held.exclude(content_type__app_label__in=("billing", "retention")).exists(), name
     finance = Group.objects.get(name="Finance")
     extra = Permission.objects.get(codename="add_legalentity")  # e.g. what another branch grants (approvals)
     finance.permissions.add(extra)

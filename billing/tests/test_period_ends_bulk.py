@@ -43,9 +43,10 @@ KINDS = [
     ("pro_month", "basic_month", 4, None),      # the plain case: taken together
     ("pro_month", "basic_month", 5, None),      # plain, with a retention discount starting at this renewal
     ("pro_month", "basic_month", 5, None),      # a trial running: step by step
+    ("pro_month", "basic_month", 5, None),      # an amount-off retention credit to grant: step by step
 ]
 PLAIN = {0, 1, 6, 7}
-DISCOUNT, TRIAL = 7, 8
+DISCOUNT, TRIAL, CREDIT = 7, 8, 9
 
 
 def group(s, name: str) -> list[Subscription]:
@@ -75,6 +76,11 @@ def group(s, name: str) -> list[Subscription]:
                                  from_price=s.pro_month, from_quantity=5, plan=s.business, price=s.business_month,
                                  quantity=5, starts_at=MID_JANUARY, ends_at=PERIOD_END.replace(day=10),
                                  source="portal", created_at=MID_JANUARY)
+        if index == CREDIT:  # 10.00 off each of the next two renewals (retention offer, amount off)
+            from retention.models import RecurringCredit
+
+            RecurringCredit.objects.create(subscription=subscription, currency="EUR", amount=Decimal("10.00"),
+                                           periods=2, periods_left=2, created_at=MID_JANUARY)
         if index == 1:  # an earlier try failed: success clears the sweep's memory of it
             for model in (Subscription, PlanChange):
                 model.objects.filter(**({"pk": subscription.pk} if model is Subscription else
@@ -147,6 +153,10 @@ def test_the_set_based_step_writes_what_the_single_step_writes(monkeypatch):
     assert (discounted["subscription"]["discount_percent"], discounted["subscription"]["discount_periods_left"]) == (
         Decimal("10.00"), 1)
     assert discounted["invoices"][0][0]["total"] == Decimal("160.65")  # 5 × 30.00 − 10 % + 19 %
+    credited = written(together[CREDIT])  # 5 × 30.00 + 19 % = 178.50; 10.00 credited, then applied to it
+    assert credited["balance"] == [("applied_to_invoice", Decimal("-10.0000")), ("retention_credit", Decimal("10.0000"))]
+    assert (credited["invoices"][0][0]["total"], credited["invoices"][0][0]["balance_applied"],
+            credited["invoices"][0][0]["amount_due"]) == (Decimal("178.50"), Decimal("10.00"), Decimal("168.50"))
     # One series, numbered without a gap across both ways of issuing.
     series = DocumentSeries.objects.get(kind="invoice")
     numbers = sorted(int(n.rsplit("-", 1)[1]) for n in Invoice.objects.values_list("number", flat=True))

@@ -151,7 +151,7 @@ def test_over_limit_usage_is_read_only_in_the_api_and_on_the_overview_after_fall
                    if e["feature"] == "storage")
     assert storage == {"feature": "storage", "name": "Storage", "kind": "limit", "enabled": True, "limit": 10,
                        "unit": "GB", "sources": ["plan:analytics/basic"], "used": 60, "over_limit": True,
-                       "read_only": True}
+                       "read_only": True, "frozen": False, "frozen_until": None}
     client.force_login(s.member)  # everyone sees what is over the limit
     page = text(client.get(url("overview", s.customer.pk)))
     assert "Storage: over your plan's limit" in page

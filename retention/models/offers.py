@@ -144,3 +144,34 @@ class OfferPresentation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.offer} → {self.customer} ({self.status})"
+
+
+class RecurringCredit(models.Model):
+    """An accepted amount-off discount: `amount` in `currency` off each of the subscription's next `periods`
+    renewals. The renewal step (billing.services.renewals, under the subscription's lock) credits it to the
+    customer's balance just before the renewal invoice, which applies the balance first (PRORATION.md), capped at
+    that invoice's total, and counts it down. Periods paused or with nothing to bill don't use one up."""
+
+    subscription = models.ForeignKey("billing.Subscription", on_delete=models.CASCADE,
+                                     related_name="recurring_credits")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(**AMOUNT, help_text="Credited before each discounted renewal invoice (at most its "
+                                                     "total).")
+    periods = models.PositiveSmallIntegerField(help_text="How many renewals it was granted for.")
+    periods_left = models.PositiveSmallIntegerField(help_text="Renewals still to receive it; 0: used up.")
+    presentation = models.OneToOneField(OfferPresentation, null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="recurring_credit",
+                                        help_text="The retention offer accepted that granted it.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="recurring_credit_positive"),
+            models.CheckConstraint(condition=Q(periods_left__lte=models.F("periods")),
+                                   name="recurring_credit_periods_left"),
+        ]
+        indexes = [models.Index(fields=["subscription", "periods_left"], name="recurring_credit_pending_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency} × {self.periods_left}/{self.periods}"

@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from billing.errors import ChangeConflict, ChangeRefused
 from billing.models import Direction, PlanChange, Price, Quote, Subscription
 from billing.services.audit import audit_event_record, subscription_snapshot
+from entitlements.services import entitlements_sync
 from retention.models import ExitReason, ExitSurvey
 
 DETAILS_MAX = 2000
@@ -132,6 +133,7 @@ def subscription_reactivate(*, subscription: Subscription, actor: AbstractBaseUs
 def subscription_resume(*, subscription: Subscription, actor: AbstractBaseUser | None, now: datetime) -> Subscription:
     """End a pause early. Before it starts: it simply never happens. During it: billing starts again now, a new
     period begins today (the billing anchor moves to now) and is invoiced as a renewal would be."""
+    from billing.selectors_context import ReadContext
     from billing.services.plan_changes import _lock
     from billing.services.renewals import _renew_locked
 
@@ -155,8 +157,9 @@ def subscription_resume(*, subscription: Subscription, actor: AbstractBaseUser |
             if subscription.current_period_end == subscription.current_period_start:
                 raise ChangeConflict("resume_later", _("The pause has only just begun; try again in a moment."))
             subscription.save()
-            _renew_locked(customer=customer, subscription=subscription, now=now)
+            _renew_locked(customer=customer, subscription=subscription, now=now, ctx=ReadContext())
             message = "Resumed early: billing starts again now"
+        entitlements_sync(customer=customer)  # no longer frozen (entitlements.selectors)
         audit_event_record(actor=actor, action="subscription.resumed", target=subscription, now=now,
                            customer=customer, reason_code="resumed_early", before=before,
                            after=subscription_snapshot(subscription), message=message)

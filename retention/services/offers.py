@@ -2,7 +2,9 @@
 the renewal and the quote service price it, never by hand), and accepting or declining them exactly once.
 
 Offer kinds and their effect when accepted (at once, audited as `retention.offer_accepted`):
-- discount: `percent_off` for `periods` renewals, starting at the next renewal (the current period was paid).
+- discount: `percent_off` for `periods` renewals, starting at the next renewal (the current period was paid); or
+  `amount_off` in `currency` off each of the next `periods` renewal invoices, as a credit the renewal step puts on
+  the balance just before each invoice, at most its total (retention.services.recurring_credits).
 - pause: the next `periods` periods are entered without an invoice; billing resumes by itself after them.
 - crossgrade: the quote to the cheaper `target_plan` (same currency, interval and seats) shown, accepted as it is.
 - trial: a trial of the higher `target_plan` for `trial_days` (retention.services.trials, branch `trials`).
@@ -27,7 +29,10 @@ from billing.models import PlanChange, Price, Quote, Subscription
 from billing.money import format_amount, round_exact
 from billing.selectors import discount_for_next_period, period_price, price_get
 from billing.services.audit import audit_event_record, subscription_snapshot
-from retention.models import ExitSurvey, OfferPresentation, RetentionOffer
+from entitlements.services import entitlements_sync
+from retention.models import ExitSurvey, OfferPresentation, RecurringCredit, RetentionOffer
+from retention.services.recurring_credits import recurring_credit_capped, recurring_credit_pending
+from retention.services.trials import trial_eligible, trial_start
 
 MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
@@ -95,9 +100,36 @@ def _pause_end(subscription: Subscription, periods: int) -> datetime:
     return moment
 
 
+def _effect_amount_off(subscription: Subscription, offer: RetentionOffer) -> dict[str, Any] | None:
+    """"X off each of your next N invoices": a credit of X (at most the renewal's total) applied to each of the next N
+    renewal invoices. Only in the subscription's own currency, and not on top of an amount off still running."""
+    currency = subscription.price.currency
+    if offer.amount_off is None or offer.amount_off <= 0 or not offer.periods or offer.currency != currency:
+        return None
+    if recurring_credit_pending(subscription_id=subscription.pk) is not None:
+        return None
+    now_price = _renewal(subscription)
+    total = now_price.totals.total
+    credit = recurring_credit_capped(amount=offer.amount_off, total=total)
+    if credit <= 0:
+        return None  # nothing billed: nothing to take off
+    return {
+        "kind": "discount", "currency": currency, "amount_off": _money(offer.amount_off, currency),
+        "credit_per_period": _money(credit, currency), "capped": credit < offer.amount_off,
+        "periods": offer.periods, "interval": subscription.price.interval,
+        "starts_at": subscription.current_period_end.isoformat(),
+        "pay": _money(total - credit, currency), "instead_of": _money(total, currency),
+        "saving_per_period": _money(credit, currency), "saving_total": _money(credit * offer.periods, currency),
+        "tax_inclusive": bool(now_price.tax is not None and now_price.tax.inclusive),
+        "tax": _money(now_price.totals.tax, currency),
+    }
+
+
 def _effect_discount(subscription: Subscription, offer: RetentionOffer) -> dict[str, Any] | None:
-    if offer.percent_off is None or offer.amount_off is not None or not offer.periods:
-        return None  # amount-off discounts are refused by the admin (docs/retention.md)
+    if offer.amount_off is not None:
+        return _effect_amount_off(subscription, offer)
+    if offer.percent_off is None or not offer.periods:
+        return None
     if offer.percent_off <= discount_for_next_period(subscription):
         return None  # no better than what they already get
     currency = subscription.price.currency
@@ -164,24 +196,14 @@ def _effect_crossgrade(subscription: Subscription, quote: Quote) -> dict[str, An
     }
 
 
-def _trials():
-    """retention.services.trials (branch `trials`), or None while it is not there."""
-    try:
-        from retention.services import trials
-    except ImportError:
-        return None
-    return trials
-
-
 def _effect_trial(subscription: Subscription, offer: RetentionOffer, now: datetime) -> dict[str, Any] | None:
-    trials = _trials()
-    if trials is None or offer.target_plan_id is None or not offer.trial_days:
+    if offer.target_plan_id is None or not offer.trial_days:
         return None
     if offer.target_plan.rank <= subscription.price.plan.rank or \
             offer.target_plan.product_id != subscription.product_id:
         return None
     try:
-        eligible = trials.trial_eligible(subscription=subscription, plan=offer.target_plan, now=now)
+        eligible = trial_eligible(subscription=subscription, plan=offer.target_plan, now=now)
     except BillingError:
         return None
     if not (eligible[0] if isinstance(eligible, tuple) else eligible):  # (may try, why not)
@@ -325,7 +347,16 @@ def offer_accept(*, presentation: OfferPresentation, actor: AbstractBaseUser | N
         effect = presentation.effect
         before = subscription_snapshot(subscription)
         message = ""
-        if offer.kind == RetentionOffer.Kind.DISCOUNT:
+        if offer.kind == RetentionOffer.Kind.DISCOUNT and offer.amount_off is not None:
+            _still_same(effect, _effect_discount(subscription, offer))
+            RecurringCredit.objects.create(subscription=subscription, currency=offer.currency,
+                                           amount=offer.amount_off, periods=offer.periods,
+                                           periods_left=offer.periods, presentation=presentation, created_at=now)
+            subscription.version += 1
+            subscription.save()
+            message = f"{effect['amount_off']} {effect['currency']} off each of the next {offer.periods} renewal " \
+                      f"invoice(s) (at most their total): {effect['pay']} instead of {effect['instead_of']}"
+        elif offer.kind == RetentionOffer.Kind.DISCOUNT:
             _still_same(effect, _effect_discount(subscription, offer))
             subscription.next_discount_percent = offer.percent_off
             subscription.next_discount_periods = offer.periods
@@ -339,6 +370,7 @@ def offer_accept(*, presentation: OfferPresentation, actor: AbstractBaseUser | N
             subscription.paused_until = _pause_end(subscription, offer.periods)
             subscription.version += 1
             subscription.save()
+            entitlements_sync(customer=customer)  # frozen from the pause's start (entitlements.selectors)
             message = f"Paused from {subscription.pause_starts_at.isoformat()} until " \
                       f"{subscription.paused_until.isoformat()}"
         elif offer.kind == RetentionOffer.Kind.CROSSGRADE:
@@ -347,10 +379,7 @@ def offer_accept(*, presentation: OfferPresentation, actor: AbstractBaseUser | N
             survey.save(update_fields=["plan_change"])
             message = f"Moves to {effect['plan']} on {change.effective_at.isoformat()} (plan change {change.pk})"
         else:
-            trials = _trials()
-            if trials is None:
-                raise ChangeRefused("offer_unavailable", _("Trials are not available yet."))
-            trial = trials.trial_start(subscription=subscription, plan=offer.target_plan, days=offer.trial_days,
+            trial = trial_start(subscription=subscription, plan=offer.target_plan, days=offer.trial_days,
                                        source="offer", actor=actor, now=now, offer_presentation=presentation)
             message = f"Trial of {offer.target_plan} ({trial.pk})"
             subscription.refresh_from_db()
@@ -369,7 +398,7 @@ def _still_same(shown: dict[str, Any], now_effect: dict[str, Any] | None) -> Non
     """The effect shown must still be what happens: the same amounts, or a clear refusal."""
     if now_effect is None:
         raise ChangeRefused("offer_unavailable", _("This offer no longer applies to your subscription."))
-    keys = ("pay", "instead_of", "starts_at", "resumes_at", "then_pay")
+    keys = ("pay", "instead_of", "starts_at", "resumes_at", "then_pay", "credit_per_period")
     if any(shown.get(key) != now_effect.get(key) for key in keys):
         raise ChangeConflict("offer_changed", _("Your prices changed since this offer was shown; start again to "
                                                 "see the offer as it stands."))

@@ -26,7 +26,7 @@ def errors(**data) -> dict:
 def test_offer_validation_names_the_problem():
     assert "percent_off" in errors(kind="discount", periods=3)
     assert "periods" in errors(kind="discount", percent_off="30")
-    assert "amount_off" in errors(kind="discount", amount_off="10", currency="EUR", periods=3)
+    assert "amount_off" in errors(kind="discount", percent_off="30", amount_off="10", currency="EUR", periods=3)
     assert "percent_off" in errors(kind="discount", percent_off="0", periods=3)
     assert "periods" in errors(kind="pause")
     assert "target_plan" in errors(kind="crossgrade")
@@ -34,6 +34,24 @@ def test_offer_validation_names_the_problem():
     assert "percent_off" in errors(kind="pause", periods=2, percent_off="10")
     assert not errors(kind="discount", percent_off="30", periods=3)
     assert not errors(kind="pause", periods=2)
+
+
+def test_amount_off_needs_a_currency_the_catalog_sells_and_its_digits():
+    exit_setup()  # the catalog sells EUR only
+    assert not errors(kind="discount", amount_off="10.00", currency="EUR", periods=3)
+    assert not errors(kind="discount", amount_off="10.5", currency="eur", periods=3)
+    assert "currency" in errors(kind="discount", amount_off="10", periods=3)
+    assert "currency" in errors(kind="discount", amount_off="10", currency="EU", periods=3)
+    assert "currency" in errors(kind="discount", amount_off="10", currency="XYZ", periods=3)
+    assert "currency" in errors(kind="discount", amount_off="10", currency="USD", periods=3)  # not sold in USD
+    assert "amount_off" in errors(kind="discount", amount_off="0", currency="EUR", periods=3)
+    assert "amount_off" in errors(kind="discount", amount_off="-5", currency="EUR", periods=3)
+    assert "amount_off" in errors(kind="discount", amount_off="10.001", currency="EUR", periods=3)  # 2 digits
+    assert "periods" in errors(kind="discount", amount_off="10", currency="EUR")
+    assert "currency" in errors(kind="discount", percent_off="30", currency="EUR", periods=3)
+    assert "percent_off" in errors(kind="pause", periods=2, amount_off="10", currency="EUR")
+    form = RetentionOfferForm(data=BASE | {"kind": "discount", "amount_off": "10", "currency": "eur", "periods": 3})
+    assert form.is_valid() and form.save().currency == "EUR"
 
 
 def test_trial_needs_days():

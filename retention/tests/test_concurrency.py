@@ -46,6 +46,22 @@ def test_ten_threads_accept_one_discount_once():
     assert subscription.next_discount_periods == 3 and subscription.version == x.subscription.version + 1
 
 
+def test_ten_threads_accept_one_amount_off_discount_once():
+    from decimal import Decimal
+
+    from retention.models import RecurringCredit, RetentionOffer
+
+    x = exit_setup()
+    RetentionOffer.objects.filter(pk=x.discount.pk).update(percent_off=None, amount_off=Decimal("10.00"),
+                                                           currency="EUR")
+    presentation = shown(x, "too_expensive")[0]
+    results = run_in_threads(THREADS, lambda i: accept(x, presentation.pk))
+    assert results == ["accepted"] * THREADS, results
+    assert AuditEvent.objects.filter(action="retention.offer_accepted").count() == 1
+    assert RecurringCredit.objects.get().periods_left == 3
+    assert Subscription.objects.get(pk=x.subscription.pk).version == x.subscription.version + 1
+
+
 def test_ten_threads_accept_one_crossgrade_once():
     x = exit_setup()
     presentation = shown(x, "too_expensive")[1]

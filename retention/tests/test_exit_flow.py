@@ -3,7 +3,6 @@ was shown is what the renewal then bills), declining to the review, reactivation
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -169,20 +168,16 @@ def test_crossgrade_left_out_when_not_cheaper_or_charging_now(x):
     assert kinds(offers_eligible(survey=survey(x), now=timezone.now())) == ["discount"]
 
 
-def test_amount_off_discounts_are_never_offered(x):
+def test_amount_off_discounts_are_offered_in_the_subscriptions_currency_only(x):
     RetentionOffer.objects.filter(pk=x.discount.pk).update(percent_off=None, amount_off=D("10"), currency="EUR")
+    assert kinds(offers_eligible(survey=survey(x), now=timezone.now())) == ["discount", "crossgrade"]
+    RetentionOffer.objects.filter(pk=x.discount.pk).update(currency="USD")  # the subscription bills in EUR
     assert kinds(offers_eligible(survey=survey(x), now=timezone.now())) == ["crossgrade"]
 
 
 def test_no_offers_for_a_paused_or_past_due_subscription(x):
     Subscription.objects.filter(pk=x.subscription.pk).update(status="past_due")
     assert offers_eligible(survey=survey(x), now=timezone.now()) == []
-
-
-@pytest.mark.skipif(importlib.util.find_spec("retention.services.trials") is not None,
-                    reason="the trials branch is merged: see test_trial_offer_starts_a_trial")
-def test_trial_offer_skipped_until_trials_exist(x):
-    assert offers_eligible(survey=survey(x, "missing_feature"), now=timezone.now()) == []
 
 
 # --- effects and acceptance ---------------------------------------------------------------------------
@@ -402,8 +397,6 @@ def test_resume_during_the_pause_bills_a_new_period_from_now(x):
     assert invoice.total == D("297.50") and invoice.supply_start == resume_at
 
 
-@pytest.mark.skipif(importlib.util.find_spec("retention.services.trials") is None,
-                    reason="needs retention.services.trials (branch trials)")
 def test_trial_offer_starts_a_trial(x):
     now = timezone.now()
     presentation = offer_present(survey=survey(x, "missing_feature"), now=now)[0]

@@ -100,6 +100,24 @@ def test_accepting_the_discount_shows_it_on_the_overview(client, x):
     assert AuditEvent.objects.filter(action="retention.offer_accepted").count() == 1
 
 
+def test_an_amount_off_offer_and_its_credit_on_the_overview(client, x):
+    from retention.models import RetentionOffer
+
+    RetentionOffer.objects.filter(pk=x.discount.pk).update(percent_off=None, amount_off=Decimal("10.00"),
+                                                           currency="EUR")
+    signed_in(client, x.s.owner)
+    response = answer(client, x)
+    page = html(client.get(response.url))
+    # 297.50 a month, 10.00 off each of the next 3 invoices: 287.50.
+    assert f"{eur('10.00')} off each of your next 3 invoices" in page and eur("287.50") in page
+    discount = OfferPresentation.objects.get(offer=x.discount)
+    client.post(url("exit-offer-accept", x.s.customer.pk, discount.pk))
+    page = html(client.get(url("overview", x.s.customer.pk)))
+    assert f"{eur('10.00')} off each of your next 3 invoices, starting on" in page
+    assert re.search(rf'data-testid="next-renewal-{x.subscription.pk}">{re.escape(eur("287.50"))}<', page)
+    assert f"{eur('297.50')} less your {eur('10.00')} credit" in page
+
+
 def test_accepting_the_pause_shows_the_resume_date_and_resume_now(client, x):
     signed_in(client, x.s.owner)
     answer(client, x, reason="temporary_pause")
@@ -207,3 +225,15 @@ def test_offers_page_after_an_offer_was_taken_elsewhere(client, x):
     assert response.url == url("exit-offers", x.s.customer.pk, discount.survey_id)
     assert "You already accepted another offer." in messages_of(client.get(response.url))
     assert not PlanChange.objects.exists()
+
+
+@pytest.mark.parametrize(("left", "note"), [
+    (0, "30 % off this period; it ends with this period."),
+    (1, "30 % off this period and your next renewal."),
+    (2, "30 % off this period and the next 2 renewals."),
+])
+def test_the_overview_says_how_long_a_running_discount_lasts(client, x, left, note):
+    Subscription.objects.filter(pk=x.subscription.pk).update(discount_percent=Decimal(30), discount_periods_left=left)
+    page = html(signed_in(client, x.s.owner).get(url("overview", x.s.customer.pk)))
+    found = re.search(rf'data-testid="discount-{x.subscription.pk}">([^<]*)<', page)
+    assert found and found.group(1) == note

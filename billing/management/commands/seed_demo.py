@@ -169,7 +169,7 @@ STAFF_GROUPS = {
     "Support": [*ACCOUNT_VIEW, *CATALOG_VIEW, "support_view", "view_invoice", "view_invoiceline", "download_invoice",
                 "view_paymentattempt", "view_balanceentry", "view_notification", "view_auditevent", "view_cashrefund",
                 "view_planchangerollback", "change_subscription", "change_planchange", "emergency_upgrade",
-                "rollback_plan_change", *BULK_CHANGES],
+                "rollback_plan_change", "view_featureusage", *BULK_CHANGES],
     # Sells: sees accounts, the catalog and quotes; drafts contract amendments (approvers decide them).
     "Sales": [*ACCOUNT_VIEW, *CATALOG_VIEW, *AMENDMENT_DRAFTING],
     # Approvers: what sales does, and decides approval requests as "Sales managers".
@@ -181,6 +181,20 @@ STAFF_GROUPS = {
                 "view_balanceentry", "view_legalentity", "view_paymentattempt", "view_notification",
                 "view_subscription", "view_planchange", "view_auditevent", "view_planchangerollback", "support_view",
                 "rollback_plan_change", *APPROVER_PERMISSIONS],
+}
+# Retention (the retention app's permissions): support sees surveys, offers shown, trials (and may end one now),
+# win-back and renewal-offer records; sales managers edit reasons, offers and campaigns; sales, sales managers
+# and finance read the retention and win-back report.
+RETENTION_VIEW = ["view_exitreason", "view_retentionoffer", "view_exitsurvey", "view_offerpresentation", "view_trial",
+                  "view_renewaloffer", "view_renewalofferdismissal", "view_renewalofferquote", "view_winbackcampaign",
+                  "view_winbackstep", "view_winbackenrolment", "view_winbacksend", "view_emailoptout"]
+RETENTION_EDIT = [f"{verb}_{model}" for verb in ("add", "change", "delete")
+                  for model in ("exitreason", "retentionoffer", "renewaloffer", "winbackcampaign", "winbackstep")]
+RETENTION_GROUPS = {
+    "Support": [*RETENTION_VIEW, "change_trial"],
+    "Sales": [*RETENTION_VIEW, "view_retention_report"],
+    "Sales managers": [*RETENTION_VIEW, *RETENTION_EDIT, "view_retention_report"],
+    "Finance": ["view_offerpresentation", "view_winbackenrolment", "view_retention_report"],
 }
 DEMO_STAFF = [("sue", "Sue", "Support"), ("sam", "Sam", "Sales"), ("maria", "Maria", "Sales managers"),
               ("fiona", "Fiona", "Finance")]
@@ -267,6 +281,8 @@ class Command(BaseCommand):
         for name, codenames in STAFF_GROUPS.items():
             group, _ = Group.objects.get_or_create(name=name)
             group.permissions.add(*Permission.objects.filter(content_type__app_label="billing", codename__in=codenames))
+            group.permissions.add(*Permission.objects.filter(content_type__app_label="retention",
+                                                             codename__in=RETENTION_GROUPS.get(name, [])))
         for username, first_name, group_name in DEMO_STAFF:
             staff, created = User.objects.get_or_create(username=username, defaults={
                 "email": f"{username}@crossgrade.example", "first_name": first_name, "is_staff": True})
