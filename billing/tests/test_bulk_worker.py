@@ -69,6 +69,7 @@ class Worker:
             env["SCHEDULED_CHANGES_SET_BASED"] = "true" if set_based else "false"
         self.name = name
         self.lost_a_process = False  # killed by the test, whole or one pool process: errors in its log are expected
+        self.lost: set[str] = set()  # tasks it was running when its pool process was killed
         self.tolerated = ""  # an error the test expects may happen (a known bug), logged with its traceback
         self.process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", str(concurrency),
@@ -93,11 +94,16 @@ class Worker:
         """Task id → return value of every `task` this worker finished (celery's INFO log)."""
         return dict(re.findall(rf"Task {re.escape(task)}\[([0-9a-f-]+)\] succeeded in [0-9.e-]+s: (.*)", self.output))
 
-    def busy(self) -> bool:
-        """Whether a task it received has not finished yet."""
+    def running(self) -> set[str]:
+        """Ids of the tasks it received and has not logged the end of."""
         received = set(re.findall(r"Task [\w.]+\[([0-9a-f-]+)\] received", self.output))
         ended = set(re.findall(r"Task [\w.]+\[([0-9a-f-]+)\] (?:succeeded|failed|retry|raised)", self.output))
-        return bool(received - ended)
+        return received - ended
+
+    def busy(self) -> bool:
+        """Whether a task it received has not finished yet. A task lost with a killed pool process never logs an end
+        here when the other worker takes its redelivery (its end is then in that worker's log): not counted."""
+        return bool(self.running() - self.lost)
 
     def errors(self) -> list[str]:
         """Log records (each with its traceback) at ERROR or worse, or with a traceback, except tolerated ones."""
@@ -121,6 +127,7 @@ class Worker:
         """SIGKILL to its only pool process (in the middle of a task); the main process lives on."""
         [pool_process] = self.pool_processes()
         self.lost_a_process = True
+        self.lost = self.running()
         os.kill(pool_process, signal.SIGKILL)
 
     def kill(self) -> None:
