@@ -276,7 +276,8 @@ def main() -> int:
             print(f"  all PDFs rendered: {workerkit.fmt(reached['rendered'])}; first at "
                   f"{workerkit.fmt(first['rendered'])}")
         print("  (seconds after confirming, polled every 0.5 s)")
-        for line in run.report(items=n, unit="row"):
+        # Per row finished, not per row of the job: a run stopped by --timeout did only part of the work.
+        for line in run.report(items=last["finished"], unit="row finished"):
             print(line)
 
         complete = progress.complete and args.until == "all"

@@ -490,7 +490,7 @@ def main() -> int:
             if follow in reached:
                 print(f"  all {follow}: {workerkit.fmt(reached[follow])}; first at {workerkit.fmt(first[follow])}")
         print("  (seconds after sending apply_due_changes, polled every 0.5 s)")
-        for line in run.report(items=n, unit=work.unit):
+        for line in run.report(items=last[key], unit=f"{work.unit} done"):  # per item done, not per item asked for
             print(line)
 
         failures = work.check(complete=progress.complete and args.until == "all", media=var_dir / "media",

@@ -241,6 +241,10 @@ RENEWAL_RETRY_SCHEDULE = env.list("RENEWAL_RETRY_SCHEDULE_DAYS", cast=int, defau
 SWEEP_MAX_FAILURES = env.int("SWEEP_MAX_FAILURES", default=5)
 # A worker owns a staff change it is applying for this long; after that (it died) the sweep takes it over.
 SCHEDULED_CHANGE_LEASE_SECONDS = env.int("SCHEDULED_CHANGE_LEASE_SECONDS", default=120)
+# Chunks of staff changes take their plain rows together (billing/services/scheduled_changes_bulk.py): one
+# transaction per step for the chunk instead of six per row (proven equal: billing/tests/test_scheduled_changes_bulk.py).
+# Off: every row one by one, as before.
+SCHEDULED_CHANGES_SET_BASED = env.bool("SCHEDULED_CHANGES_SET_BASED", default=True)
 # Staff may roll back an applied plan change for this many days after it applied (docs/back-office.md).
 ROLLBACK_WINDOW_DAYS = env.int("ROLLBACK_WINDOW_DAYS", default=14)
 IDEMPOTENCY_LOCK_TIMEOUT = timedelta(seconds=env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60))

@@ -122,6 +122,35 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     if change.timing != Timing.NOW or not change.lines:
         return None
     ctx = ctx or ReadContext()
+    credit = change.total < 0
+    corrected = None
+    if credit:  # the invoice that billed the period now credited (EU VAT Directive, Article 219)
+        # Not an invoice a rollback reversed in full, nor a rollback's own document: neither billed the period.
+        corrected = (Invoice.objects.filter(customer=customer, kind=Invoice.Kind.INVOICE,
+                                            billing_reason=Invoice.Reason.PLAN_CHANGE,
+                                            plan_change__subscription_id=change.subscription_id,
+                                            supply_start__lte=change.effective_at, supply_end__gt=change.effective_at)
+                     .exclude(status=Invoice.Status.DRAFT).exclude(plan_change__status=PlanChange.Status.ROLLED_BACK)
+                     .order_by("-issued_at", "-pk").first())
+    contract = contract_in_force(subscription_id=change.subscription_id, at=change.effective_at)
+    invoice, lines = plan_change_invoice_build(change=change, customer=customer, now=now, actor=actor, ctx=ctx,
+                                               contract=contract, corrected=corrected)
+    for name, value in _issue_fields(entity=invoice.legal_entity, kind=invoice.kind, now=now).items():
+        setattr(invoice, name, value)  # inserted issued (number taken first, in this transaction)
+    invoice.save(force_insert=True)
+    for line in lines:
+        line.invoice = invoice
+    InvoiceLine.objects.bulk_create(lines)
+    plan_change_invoice_enqueue(invoice)
+    return invoice
+
+
+def plan_change_invoice_build(*, change: PlanChange, customer: Customer, now: datetime,
+                              actor: AbstractBaseUser | None, ctx: ReadContext, contract: Contract | None,
+                              corrected: Invoice | None) -> tuple[Invoice, list[InvoiceLine]]:
+    """The document invoice_for_plan_change issues, and its lines, unsaved and not numbered yet (the number fields
+    come from issue_fields_for; the set-based staff step numbers a chunk's documents from one range). `contract`:
+    the contract in force at the change's effective date; `corrected`: the invoice a credit note corrects."""
     entity = ctx.legal_entity()
     if entity is None:
         raise BillingError("no_legal_entity", "No default legal entity is configured to issue invoices.", status=500)
@@ -133,24 +162,14 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     credit = change.total < 0
     sign = Decimal(-1) if credit else Decimal(1)
     inclusive = ctx.price(change.to_price_id).tax_behavior == "inclusive" and decision.rate is not None
-    corrected = None
-    if credit:  # the invoice that billed the period now credited (EU VAT Directive, Article 219)
-        # Not an invoice a rollback reversed in full, nor a rollback's own document: neither billed the period.
-        corrected = (Invoice.objects.filter(customer=customer, kind=Invoice.Kind.INVOICE,
-                                            billing_reason=Invoice.Reason.PLAN_CHANGE,
-                                            plan_change__subscription_id=change.subscription_id,
-                                            supply_start__lte=change.effective_at, supply_end__gt=change.effective_at)
-                     .exclude(status=Invoice.Status.DRAFT).exclude(plan_change__status=PlanChange.Status.ROLLED_BACK)
-                     .order_by("-issued_at", "-pk").first())
     # Contract amendments apply at their date and are collected afterwards, like renewals; customer changes were
     # paid before they applied.
     invoiced = change.collection_method == PlanChange.CollectionMethod.INVOICE and not credit and change.amount_due > 0
-    contract = contract_in_force(subscription_id=change.subscription_id, at=change.effective_at)
     kind = Invoice.Kind.CREDIT_NOTE if credit else Invoice.Kind.INVOICE
     paid = not invoiced and not credit
-    # Inserted issued (number taken first, in this transaction), and paid already unless it is collected later.
-    invoice = Invoice.objects.create(
-        kind=kind, legal_entity=entity, customer=customer, **_issue_fields(entity=entity, kind=kind, now=now),
+    # Issued, and paid already unless it is collected later.
+    invoice = Invoice(
+        kind=kind, legal_entity=entity, customer=customer,
         status=Invoice.Status.PAID if paid else Invoice.Status.ISSUED, paid_at=now if paid else None,
         plan_change=change, subscription_id=change.subscription_id, related_invoice=corrected,
         supply_start=change.effective_at, supply_end=change.new_period_end,
@@ -172,18 +191,20 @@ def invoice_for_plan_change(*, change: PlanChange, customer: Customer, now: date
     with translation.override(customer.language or "en"):  # the snapshot keeps the words the customer reads
         descriptions = [line_text(line)[:500] for line in change.lines]
         details = [bands_text(line, change.currency) for line in change.lines]  # a tiered price's bands
-    InvoiceLine.objects.bulk_create([
-        InvoiceLine(invoice=invoice, position=index, description=descriptions[index - 1], detail=details[index - 1],
-                    quantity=1, unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
-                    tax_rate=decision.rate)
-        for index, line in enumerate(change.lines, start=1)
-    ])
+    lines = [InvoiceLine(position=index, description=descriptions[index - 1], detail=details[index - 1],
+                         quantity=1, unit_amount=sign * Decimal(line["amount"]), amount=sign * Decimal(line["amount"]),
+                         tax_rate=decision.rate)
+             for index, line in enumerate(change.lines, start=1)]
+    return invoice, lines
+
+
+def plan_change_invoice_enqueue(invoice: Invoice) -> None:
+    """After commit: the PDF, and the collection of a document collected later (call in the issuing transaction)."""
     # robust: the change and its payment are done; a broker that is down must not turn that into an error
     # (the catch-up sweep `render_missing_pdfs` enqueues it later).
     transaction.on_commit(lambda: _enqueue_pdf(invoice.pk), robust=True)
-    if invoiced:  # robust: if the broker is down, the collect_due_invoices sweep picks it up
+    if invoice.next_payment_attempt_at is not None:  # robust: if the broker is down, collect_due_invoices picks it up
         transaction.on_commit(lambda: _enqueue_collect(invoice.pk), robust=True)
-    return invoice
 
 
 _ADJECTIVE = {"month": "monthly", "quarter": "quarterly", "year": "yearly"}

@@ -186,9 +186,17 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
                                 actor: AbstractBaseUser | None = None, ctx: ReadContext | None = None) -> PlanChange:
     """Charge the pending change's amount (outside any transaction), then record the outcome. Every retry sends
     exactly the same request (key, amount, method, return address), as idempotent gateways require."""
+    result = plan_change_charge(plan_change=plan_change)
+    return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor, ctx=ctx,
+                                      ids=(plan_change.customer_id, plan_change.subscription_id))
+
+
+def plan_change_charge(*, plan_change: PlanChange) -> PaymentResult:
+    """The gateway call of plan_change_collect_payment (outside any transaction), nothing recorded: ChangeConflict
+    payment_unavailable when the outcome is unknown. The set-based staff step charges a chunk's changes with it."""
     gateway = get_gateway(plan_change.payment_gateway)
     try:
-        result = gateway.charge(
+        return gateway.charge(
             payment_method=plan_change.payment_method_reference,
             amount=Money(plan_change.amount_due, plan_change.currency),
             idempotency_key=plan_change.payment_idempotency_key,
@@ -204,8 +212,6 @@ def plan_change_collect_payment(*, plan_change: PlanChange, now: datetime,
               "you will never be charged twice."),
             status=503, plan_change=plan_change.pk,
         ) from None
-    return plan_change_record_payment(plan_change_id=plan_change.pk, result=result, now=now, actor=actor, ctx=ctx,
-                                      ids=(plan_change.customer_id, plan_change.subscription_id))
 
 
 def plan_change_refresh_payment(*, plan_change: PlanChange, now: datetime,

@@ -124,6 +124,13 @@ def scheduled_change_apply(*, scheduled_change_id: int, now: datetime,
         row.attempts += 1
         row.retry_at = now + PROCESSING_LEASE
         row.save(update_fields=["status", "attempts", "retry_at"])
+    return scheduled_change_apply_claimed(row=row, now=now, ctx=ctx)
+
+
+def scheduled_change_apply_claimed(*, row: ScheduledChange, now: datetime, ctx: ReadContext) -> ScheduledChange:
+    """The rest of scheduled_change_apply, for a row this worker has just claimed (processing, its lease running;
+    `row` with its staff user): quote it unless it has its quote, accept that quote, record the result. Also how the
+    set-based staff step (scheduled_changes_bulk) hands over a row it claimed but does not take to the end."""
     if row.quote_id is None:
         subscription = Subscription.objects.select_related("customer").get(pk=row.subscription_id)
         subscription.price = ctx.price(subscription.price_id)
@@ -155,11 +162,14 @@ def scheduled_change_apply(*, scheduled_change_id: int, now: datetime,
     return _settle(row_id=row.pk, change=change, now=now)
 
 
+def applied_row_message(change: PlanChange) -> str:
+    return f"Applied as plan change {change.pk}; {format_amount(change.amount_due, change.currency)} {change.currency} charged"
+
+
 def _settle(*, row_id: int, change: PlanChange, now: datetime) -> ScheduledChange:
     if change.status == PlanChange.Status.APPLIED:
         return _finish(row_id, status=ScheduledChange.Status.APPLIED, now=now, plan_change=change,
-                       message=f"Applied as plan change {change.pk}; {format_amount(change.amount_due, change.currency)} "
-                               f"{change.currency} charged")
+                       message=applied_row_message(change))
     if change.status == PlanChange.Status.SCHEDULED:
         return _finish(row_id, status=ScheduledChange.Status.HANDED_OVER, now=now, plan_change=change,
                        message=f"The change rule applies it at the period end ({change.effective_at:%Y-%m-%d}): "
@@ -201,7 +211,18 @@ def scheduled_changes_run(*, ids: list[int], now: datetime) -> int:
     """A chunk (of the sweep or a bulk job): each in date order; one bad row never stops the others."""
     ctx = ReadContext()  # the catalog, rules, tax rates, seller and approval policies: read once per chunk
     done = 0
+    taken: dict[int, ScheduledChange] = {}
+    if settings.SCHEDULED_CHANGES_SET_BASED and len(ids) > 1:
+        from billing.services.scheduled_changes_bulk import scheduled_changes_apply_set
+
+        try:  # the plain rows together; it hands every row it claimed but could not finish to the single path
+            taken = scheduled_changes_apply_set(ids=ids, now=now, ctx=ctx)
+        except Exception:  # before any row was claimed: the chunk goes one by one
+            logger.exception("the set-based step of a chunk of scheduled changes failed")
+        done += sum(row.status in ScheduledChange.DONE for row in taken.values())
     for row_id in ids:
+        if row_id in taken:
+            continue
         try:
             row = scheduled_change_apply(scheduled_change_id=row_id, now=now, ctx=ctx)
         except Exception as error:  # unexpected: remembered on the row, retried with backoff, then parked
