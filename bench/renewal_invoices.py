@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -42,17 +41,10 @@ SEATS = 5
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    workerkit.add_run_arguments(parser, database_url=DEFAULT_DATABASE_URL, timeout=600.0, experiments=False)
     parser.add_argument("--customers", type=int, default=1000, help="customers, one due renewal each (default 1000)")
-    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes, --concurrency 1 each")
     parser.add_argument("--target-seconds", type=float, default=300.0,
                         help="all invoices issued, paid and rendered within this (default 300)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="stop waiting after this long (default 600)")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"dropped and recreated unless --reuse-db (default {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--redis-url", default=workerkit.DEFAULT_REDIS_URL,
-                        help=f"broker and cache; flushed first (default {workerkit.DEFAULT_REDIS_URL})")
-    parser.add_argument("--reuse-db", action="store_true", help="keep an existing database (new customers are added)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs, PDFs) and print it")
     args = parser.parse_args()
     if args.customers < 1 or args.workers < 1:
         parser.error("--customers and --workers must be at least 1")
@@ -342,11 +334,7 @@ def main() -> int:
         print(f"renewal invoices: {issued}, {paid}, {rendered}; {done_in} with {args.workers} "
               f"workers, load average {after.load.split(' / ')[0]} (target ≤ {args.target_seconds:.0f} s) {verdict}")
     finally:
-        workerkit.stop_workers(workers)
-        if args.keep:
-            log(f"kept {scratch} (worker logs, PDFs in var/media)")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        workerkit.finish(workers, scratch, keep=args.keep)
     return 0 if ok else 1
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -56,26 +55,16 @@ SWEEP_CHUNK = 100  # period_ends_dispatch's chunk_size
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    workerkit.add_run_arguments(parser, database_url=DEFAULT_DATABASE_URL, redis_url=DEFAULT_REDIS_URL)
     parser.add_argument("--changes", type=int, default=10_000, help="due scheduled changes, one customer each "
                                                                    "(default 10000)")
     parser.add_argument("--staff", action="store_true",
                         help="staff ScheduledChange rows (upgrades due now) instead of period-end PlanChanges")
-    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes, --concurrency 1 each")
     parser.add_argument("--target-seconds", type=float, default=60.0,
                         help="every change applied within this (default 60)")
     parser.add_argument("--until", choices=("all", "target"), default="all",
                         help="wait for the invoices, payments and PDFs that follow too (all, default) or stop when "
                              "the target count is reached (target)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="stop waiting after this long (default 900)")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
-                        help=f"dropped and recreated unless --reuse-db (default {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
-                        help=f"broker and cache; flushed first (default {DEFAULT_REDIS_URL})")
-    parser.add_argument("--reuse-db", action="store_true", help="keep an existing database (new customers are added)")
-    parser.add_argument("--celery-app", default="config",
-                        help="the workers' Celery app module (default config; another only for experiments, e.g. a "
-                             "module on PYTHONPATH outside the repository that patches one function)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs, PDFs) and print it")
     parser.add_argument("--profile", action="store_true",
                         help="no workers: apply chunks in this process and print queries per item and a cProfile")
     parser.add_argument("--chunk", type=int, default=SWEEP_CHUNK,
@@ -519,11 +508,7 @@ def main() -> int:
         print(f"sweep, {work.label}: {head}; then {follow}; with {args.workers} workers, load average "
               f"{run.after.load.split(' / ')[0]} (target ≤ {args.target_seconds:.0f} s) {verdict}")
     finally:
-        workerkit.stop_workers(workers)
-        if args.keep:
-            log(f"kept {scratch} (worker logs, PDFs in var/media)")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        workerkit.finish(workers, scratch, keep=args.keep)
     return 0 if ok else 1
 
 

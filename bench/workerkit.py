@@ -8,8 +8,10 @@ Used by renewal_invoices.py; meant for any benchmark that hands work to the work
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -205,6 +207,33 @@ def wait_ready(workers: list[Worker], timeout: float = 120.0) -> float:
         time.sleep(0.2)
     raise SystemExit(f"workers not ready within {timeout:.0f} s:\n" +
                      "\n".join(f"--- {w.name}\n{w.log_text[-1500:]}" for w in workers if not w.is_ready()))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, database_url: str, redis_url: str = DEFAULT_REDIS_URL,
+                      timeout: float = 900.0, experiments: bool = True) -> None:
+    """The options every worker benchmark takes: workers, timeout, database, Redis, reuse, keep (and, for the
+    experiments, another Celery app module)."""
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes, --concurrency 1 each")
+    parser.add_argument("--timeout", type=float, default=timeout,
+                        help=f"stop waiting after this long (default {timeout:.0f})")
+    parser.add_argument("--database-url", default=database_url,
+                        help=f"dropped and recreated unless --reuse-db (default {database_url})")
+    parser.add_argument("--redis-url", default=redis_url, help=f"broker and cache; flushed first (default {redis_url})")
+    parser.add_argument("--reuse-db", action="store_true", help="keep an existing database (new customers are added)")
+    if experiments:
+        parser.add_argument("--celery-app", default="config",
+                            help="the workers' Celery app module (default config; another only for experiments, e.g. "
+                                 "a module on PYTHONPATH outside the repository that patches one function)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs, PDFs) and print it")
+
+
+def finish(workers: list[Worker], scratch: Path, *, keep: bool) -> None:
+    """A benchmark's teardown: the workers stopped, its temp dir removed (or kept and named)."""
+    stop_workers(workers)
+    if keep:
+        log(f"kept {scratch} (worker logs, PDFs in var/media)")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def stop_workers(workers: list[Worker]) -> None:
