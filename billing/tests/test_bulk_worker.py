@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,65 +32,35 @@ from billing.models import (
 )
 from billing.services.bulk_jobs import bulk_job_confirm, bulk_job_from_csv, bulk_job_from_selection
 from billing.services.scheduled_changes import scheduled_change_create
+from billing.tests.celery_worker import CeleryWorker
 from billing.tests.factories import CustomerFactory, PaymentMethodFactory, UserFactory, live_subscription_setup
 from config.celery import app
 from conftest import requires_postgres, requires_redis
 
 pytestmark = [requires_postgres, requires_redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 class JobLeftRunning(AssertionError):
     """Every row of the job has finished, yet the job does not say so (the known bug the xfail below names)."""
 
 
-def database_url() -> str:
-    """The test database (test_…), for the worker processes: as in test_tasks.py."""
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+class Worker(CeleryWorker):
+    """A worker in its own process group (so it can be killed whole, as a lost machine or the OOM killer would)."""
 
-
-class Worker:
-    """`celery -A config worker` in its own process group (so it can be killed whole, as a lost machine or the OOM
-    killer would), its output collected as it comes."""
+    stop_seconds = 30
 
     def __init__(self, name: str, tmp_path: Path, *, concurrency: int = 2, set_based: bool | None = None) -> None:
-        env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": django_settings.REDIS_URL,
-               "CROSSGRADE_VAR_DIR": str(tmp_path / "var"), "PAYMENT_GATEWAY": "local",
-               "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        env = {"PAYMENT_GATEWAY": "local", "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                "EMAIL_FILE_PATH": str(tmp_path / "emails"), "PYTHONUNBUFFERED": "1",
                "SCHEDULED_CHANGE_LEASE_SECONDS": str(LEASE_SECONDS)}
-        env.pop("CELERY_TASK_ALWAYS_EAGER", None)
         if set_based is not None:  # SCHEDULED_CHANGES_SET_BASED: chunks' plain rows together, or every row alone
             env["SCHEDULED_CHANGES_SET_BASED"] = "true" if set_based else "false"
         self.name = name
         self.lost_a_process = False  # killed by the test, whole or one pool process: errors in its log are expected
         self.lost: set[str] = set()  # tasks it was running when its pool process was killed
         self.tolerated = ""  # an error the test expects may happen (a known bug), logged with its traceback
-        self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", str(concurrency),
-             "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--hostname", f"bulk-{name}-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def succeeded(self, task: str) -> dict[str, str]:
-        """Task id → return value of every `task` this worker finished (celery's INFO log)."""
-        return dict(re.findall(rf"Task {re.escape(task)}\[([0-9a-f-]+)\] succeeded in [0-9.e-]+s: (.*)", self.output))
+        super().__init__(hostname=f"bulk-{name}", var_dir=tmp_path / "var", env=env, concurrency=concurrency,
+                         new_session=True)
 
     def running(self) -> set[str]:
         """Ids of the tasks it received and has not logged the end of."""
@@ -137,16 +105,6 @@ class Worker:
         self.process.wait(timeout=20)
         self.reader.join(timeout=5)
 
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()  # warm shutdown: the running task finishes
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.reader.join(timeout=5)
-        return self.output
 
 
 def redis_client():

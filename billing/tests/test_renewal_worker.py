@@ -6,20 +6,11 @@ from __future__ import annotations
 
 import email
 import io
-import os
-import re
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from babel.numbers import format_currency
-from django.conf import settings as django_settings
-from django.db import connection
 from django.utils import timezone
 from pypdf import PdfReader
 
@@ -32,75 +23,23 @@ from billing.models import (
     PaymentMethod,
     Subscription,
 )
+from billing.tests.celery_worker import CeleryWorker, wait_for
 from billing.tests.factories import CustomerFactory, MembershipFactory, PaymentMethodFactory, subscription_setup
 from config.celery import app
 from conftest import requires_postgres, requires_redis
 
 pytestmark = [requires_postgres, requires_redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 RETRY_SCHEDULE_DAYS = [2, 4]  # the worker's, from its environment
 
 
-def database_url() -> str:
-    """The test database (test_…), for the worker process: as in test_tasks.py."""
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+class Worker(CeleryWorker):
+    """The renewal tests' worker: the local gateway, emails to files, the retry schedule from its environment."""
 
-
-class Worker:
-    """`celery -A config worker` as a subprocess (as in test_pdf_worker.py), its output collected as it comes."""
-
-    def __init__(self, var_dir: Path, email_dir: Path) -> None:
-        env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": django_settings.REDIS_URL,
-               "CROSSGRADE_VAR_DIR": str(var_dir),
-               "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend", "EMAIL_FILE_PATH": str(email_dir),
-               "PAYMENT_GATEWAY": "local", "RENEWAL_RETRY_SCHEDULE_DAYS": ",".join(map(str, RETRY_SCHEDULE_DAYS))}
-        env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-        self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", "2", "--pool", "prefork",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--hostname", f"renewal-test-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def succeeded(self, task: str) -> dict[str, str]:
-        """Task id → return value of every `task` the worker finished (celery's INFO log)."""
-        return dict(re.findall(rf"Task {re.escape(task)}\[([0-9a-f-]+)\] succeeded in [0-9.e-]+s: (.*)", self.output))
-
-    def stop(self) -> str:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.reader.join(timeout=5)
-        return self.output
-
-
-def wait_for(condition: Callable[[], object], *, worker: Worker, what: str, seconds: float = 90):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        if worker.process.poll() is not None:
-            pytest.fail(f"the worker exited ({worker.process.returncode}) before {what}:\n{worker.output}")
-        time.sleep(0.2)
-    pytest.fail(f"not within {seconds:.0f} s: {what}\n--- worker output ---\n{worker.output}")
+    def __init__(self, var_dir: Path, email_dir: Path, *, name: str = "renewal-test") -> None:
+        super().__init__(hostname=name, var_dir=var_dir, env={
+            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend", "EMAIL_FILE_PATH": str(email_dir),
+            "PAYMENT_GATEWAY": "local", "RENEWAL_RETRY_SCHEDULE_DAYS": ",".join(map(str, RETRY_SCHEDULE_DAYS))})
 
 
 @pytest.fixture

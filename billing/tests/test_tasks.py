@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from billing.models import PlanChange, Subscription
 from billing.services.plan_changes import quote_accept
 from billing.services.quotes import quote_create
+from billing.tests.celery_worker import CeleryWorker
 from billing.tests.factories import subscription_setup
 from config.celery import app
 from conftest import requires_postgres, requires_redis
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def scheduled_downgrade_due_now():
@@ -46,25 +39,13 @@ def test_sweep_task_applies_due_changes_eagerly():
     assert Subscription.objects.get(pk=s.subscription.pk).price_id == s.basic_month.pk
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @requires_postgres
 @requires_redis
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_over_redis_applies_the_due_change_once(tmp_path):
     s, change = scheduled_downgrade_due_now()
-    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
-           "CROSSGRADE_VAR_DIR": str(tmp_path)}
-    worker = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", "2", "--pool", "prefork",
-         "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    worker = CeleryWorker(hostname="test", var_dir=tmp_path, loglevel="WARNING")
     app.conf.task_always_eager = False
     try:
         from billing.tasks import apply_due_changes
@@ -83,10 +64,5 @@ def test_real_worker_over_redis_applies_the_due_change_once(tmp_path):
         assert PlanChange.objects.filter(status="applied").count() == 1
     finally:
         app.conf.task_always_eager = True
-        worker.terminate()
-        try:
-            output, _ = worker.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            output, _ = worker.communicate()
+        output = worker.stop()
     assert "Traceback" not in output, output

@@ -3,19 +3,15 @@ beat task delivered five times and every email batch delivered twice still send 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 from datetime import timedelta
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from billing.models import Notification
+from billing.tests.celery_worker import wait_for
 from billing.tests.factories import CustomerFactory, subscription_setup
-from billing.tests.test_renewal_worker import ROOT, Worker, database_url, sent_emails, wait_for
+from billing.tests.test_renewal_worker import Worker, sent_emails
 from config.celery import app
 from conftest import requires_postgres, requires_redis
 from retention.models import WinBackEnrolment, WinBackSend
@@ -25,30 +21,11 @@ pytestmark = [requires_postgres, requires_redis, pytest.mark.slow, pytest.mark.d
 CUSTOMERS = 40
 
 
-class NamedWorker(Worker):
-    """billing's test worker with its own node name, so two run side by side."""
-
-    def __init__(self, name: str, var_dir, email_dir) -> None:  # noqa: D107 - as Worker, plus a node name
-        env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": django_settings.REDIS_URL,
-               "CROSSGRADE_VAR_DIR": str(var_dir), "PAYMENT_GATEWAY": "local",
-               "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend", "EMAIL_FILE_PATH": str(email_dir)}
-        env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-        self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--concurrency", "2", "--pool", "prefork",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--hostname", f"winback-{name}-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-
 @pytest.fixture
 def workers(tmp_path):
     app.control.purge()
     was_eager = app.conf.task_always_eager
-    running = [NamedWorker(name, tmp_path / f"var-{name}", tmp_path / "emails") for name in ("a", "b")]
+    running = [Worker(tmp_path / f"var-{name}", tmp_path / "emails", name=f"winback-{name}") for name in ("a", "b")]
     app.conf.task_always_eager = False
     try:
         yield running
