@@ -40,6 +40,7 @@ from billing.services.idempotency import (
     request_fingerprint,
 )
 from billing.services.invoice_pdfs import invoice_pdf_render
+from billing.services.notifications import absolute_url
 from billing.services.plan_changes import plan_change_cancel, plan_change_refresh_payment, quote_accept
 from billing.services.quotes import pricing_context, quote_create
 from portal.forms import ConfirmForm, PlanChoiceForm, RateLimitedLoginForm, SeatsForm
@@ -318,7 +319,7 @@ def confirm(request: HttpRequest, customer_id: int, quote_id: int) -> HttpRespon
         stored = _wait_for_first_submit(request, key)
     if stored is not None:
         return _after_confirm(request, customer_id, quote_id, stored.body)
-    return_url = settings.SITE_URL.rstrip("/") + reverse("portal:complete-pending", args=[customer_id, quote_id])
+    return_url = absolute_url(reverse("portal:complete-pending", args=[customer_id, quote_id]))
     try:
         change = quote_accept(quote=quote, actor=request.user, now=now, return_url=return_url)
         body = {"plan_change": change.pk}
@@ -482,7 +483,7 @@ def invoice_pay(request: HttpRequest, customer_id: int, invoice_id: int) -> Http
     """The customer pays an open invoice now, with the saved method (3-D Secure on the gateway's page if asked)."""
     membership = _billing_membership(request, customer_id)
     invoice = _open_invoice(membership, invoice_id)
-    return_url = settings.SITE_URL.rstrip("/") + reverse("portal:invoice-pay-return", args=[customer_id, invoice.pk])
+    return_url = absolute_url(reverse("portal:invoice-pay-return", args=[customer_id, invoice.pk]))
     try:
         attempt = invoice_collect(invoice_id=invoice.pk, now=timezone.now(), on_session=True, return_url=return_url,
                                   actor=request.user)

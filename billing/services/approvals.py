@@ -59,7 +59,7 @@ from billing.services.contracts import (
     amendment_apply_locked,
     amendment_snapshot,
 )
-from billing.services.notifications import notification_queue
+from billing.services.notifications import absolute_url, notification_queue
 from billing.services.plan_changes import (
     _apply,
     _change_snapshot,
@@ -480,10 +480,6 @@ def approved_changes_dispatch(*, now: datetime, older_than: timedelta = timedelt
 # --- emails ------------------------------------------------------------------------------------------------------
 
 
-def _site(path: str) -> str:
-    return settings.SITE_URL.rstrip("/") + path
-
-
 def _subject_context(*, customer: Customer, plan_change: PlanChange | None = None,
                      amendment: Amendment | None = None) -> dict[str, Any]:
     """Plain values the emails put in the reader's words (the templates translate; nothing English is stored)."""
@@ -497,8 +493,8 @@ def _subject_context(*, customer: Customer, plan_change: PlanChange | None = Non
             "extend_periods": amendment.extend_periods, "effective_at": amendment.effective_at.isoformat(),
             "amount": str(amendment.amount_due if amendment.amount_due is not None else 0),
             "currency": amendment.currency or contract.currency, "timezone": customer.timezone,
-            "url": _site(reverse("portal:overview", args=[customer.pk])),
-            "staff_url": _site(reverse("admin:billing_amendment_change", args=[amendment.pk])),
+            "url": absolute_url(reverse("portal:overview", args=[customer.pk])),
+            "staff_url": absolute_url(reverse("admin:billing_amendment_change", args=[amendment.pk])),
         }
     change = plan_change
     return {
@@ -507,8 +503,8 @@ def _subject_context(*, customer: Customer, plan_change: PlanChange | None = Non
         "to_plan": str(change.to_price.plan), "to_quantity": change.to_quantity,
         "amount": str(change.amount_due), "currency": change.currency, "timezone": customer.timezone,
         "effective_at": change.effective_at.isoformat(),
-        "url": _site(reverse("portal:change", args=[customer.pk, change.pk])),
-        "staff_url": _site(reverse("admin:billing_planchange_change", args=[change.pk])),
+        "url": absolute_url(reverse("portal:change", args=[customer.pk, change.pk])),
+        "staff_url": absolute_url(reverse("admin:billing_planchange_change", args=[change.pk])),
     }
 
 

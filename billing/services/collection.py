@@ -23,14 +23,14 @@ from billing.money import Money, format_amount
 from billing.payments import GatewayUnavailable, PaymentResult, get_gateway
 from billing.selectors import payment_method_default
 from billing.services.audit import audit_event_record, subscription_snapshot
-from billing.services.notifications import notification_queue
+from billing.services.notifications import absolute_url, notification_queue
 from entitlements.services import entitlements_sync
 
 logger = logging.getLogger(__name__)
 
 
 def _portal_billing_url(invoice: Invoice) -> str:
-    return settings.SITE_URL.rstrip("/") + reverse("portal:billing", args=[invoice.customer_id])
+    return absolute_url(reverse("portal:billing", args=[invoice.customer_id]))
 
 
 def _attempt_open(*, invoice_id: int, now: datetime, on_session: bool, return_url: str) -> PaymentAttempt | None:

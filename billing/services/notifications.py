@@ -26,6 +26,11 @@ SEND_LEASE = timedelta(minutes=5)
 MAX_SEND_ATTEMPTS = 8
 
 
+def absolute_url(path: str) -> str:
+    """`path` (from reverse()) as a link sent out of the site: in emails, or as a gateway's return address."""
+    return settings.SITE_URL.rstrip("/") + path
+
+
 def notification_queue(*, customer: Customer, kind: str, key: str, context: dict[str, Any],
                        now: datetime, to_email: str = "", language: str = "") -> Notification | None:
     """Write the email in the caller's transaction and send it after commit. Returns None when an email with

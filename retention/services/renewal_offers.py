@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.urls import reverse
@@ -19,7 +18,7 @@ from billing.errors import ChangeRefused
 from billing.models import Quote, Subscription
 from billing.money import format_amount
 from billing.services.audit import audit_event_record
-from billing.services.notifications import notification_queue
+from billing.services.notifications import absolute_url, notification_queue
 from billing.services.quotes import quote_create
 from retention.models import RenewalOfferDismissal, RenewalOfferQuote
 from retention.selectors.renewal_offers import (
@@ -97,7 +96,7 @@ def _email_context(view: RenewalOfferView) -> dict:
         "first_period_amount": format_amount(headline.period_amount, cur),
         "first_saving": format_amount(headline.saving, cur), "first_saving_percent": str(headline.saving_percent),
         "tax_included": view.quote.tax_rate is not None,
-        "overview_url": settings.SITE_URL.rstrip("/") + reverse("portal:overview", args=[sub.customer_id])
+        "overview_url": absolute_url(reverse("portal:overview", args=[sub.customer_id]))
         + f"#renewal-offer-{sub.pk}",
     }
 

@@ -31,7 +31,7 @@ from billing.models import Customer, Plan, PlanChange, Price, Quote, Subscriptio
 from billing.money import format_amount
 from billing.selectors import price_get
 from billing.services.audit import audit_event_record
-from billing.services.notifications import notification_queue
+from billing.services.notifications import absolute_url, notification_queue
 from billing.services.plan_changes import (
     _lock,
     _plan_change_open,
@@ -269,8 +269,8 @@ def _email_context(trial: Trial) -> dict:
         "plan": trial.plan.name, "product": trial.product.name, "ends_at": trial.ends_at.isoformat(),
         "timezone": customer.timezone, "convert_opt_in": trial.convert_opt_in,
         "paid_plan": trial.subscription.price.plan.name,
-        "overview_url": settings.SITE_URL.rstrip("/") + reverse("portal:overview", args=[customer.pk]),
-        "plans_url": settings.SITE_URL.rstrip("/") + reverse("portal:plans", args=[customer.pk, trial.subscription_id]),
+        "overview_url": absolute_url(reverse("portal:overview", args=[customer.pk])),
+        "plans_url": absolute_url(reverse("portal:plans", args=[customer.pk, trial.subscription_id])),
     }
 
 

@@ -35,7 +35,7 @@ from billing.selectors import (
     tax_for_price,
 )
 from billing.services.audit import audit_event_record, subscription_snapshot
-from billing.services.notifications import notifications_queue_many
+from billing.services.notifications import absolute_url, notifications_queue_many
 from retention.models import EmailOptOut, WinBackEnrolment, WinBackSend, WinBackStep
 
 logger = logging.getLogger(__name__)
@@ -133,10 +133,6 @@ def winback_opt_out(*, customer_id: int, source: str, now: datetime) -> bool:
 # --- links ----------------------------------------------------------------------------------------------
 
 
-def _absolute(path: str) -> str:
-    return settings.SITE_URL.rstrip("/") + path
-
-
 def _link(name: str, token: str) -> str:
     """reverse() once per link kind, not once per email (the sweep writes thousands)."""
     prefix, suffix = _link_parts(name, settings.SITE_URL, get_script_prefix())
@@ -146,7 +142,7 @@ def _link(name: str, token: str) -> str:
 @functools.lru_cache(maxsize=16)
 def _link_parts(name: str, _site_url: str, _script_prefix: str) -> tuple[str, str]:
     marker = "TOKEN0MARKER"
-    prefix, _marker, suffix = _absolute(reverse(name, args=[marker])).partition(marker)
+    prefix, _marker, suffix = absolute_url(reverse(name, args=[marker])).partition(marker)
     return prefix, suffix
 
 
@@ -365,7 +361,7 @@ def _email_context(*, enrolment: WinBackEnrolment, step: WinBackStep) -> dict:
         "trigger": enrolment.campaign.trigger,
         "subject": step.subject,
         "unsubscribe_url": winback_unsubscribe_url(customer_id=enrolment.customer_id),
-        "comeback_url": _absolute(reverse("portal:overview", args=[enrolment.customer_id])),
+        "comeback_url": absolute_url(reverse("portal:overview", args=[enrolment.customer_id])),
     }
     if offer is not None:
         context.update(offer_url=winback_offer_url(enrolment_id=enrolment.pk, step_id=step.pk),
