@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.errors import BillingError
-from billing.models import Membership, Plan, PlanChange, Price
+from billing.models import Membership, Plan, PlanChange, Price, Subscription
 from billing.selectors import (
     catalog_list,
     customer_list_for_user,
@@ -55,6 +55,18 @@ def _membership_or_404(request: Request, customer_id: int) -> Membership:
 
 
 BILLING_ROLE_REQUIRED = "Only the account's owners and billing admins can change plans."
+
+
+def subscription_or_404(request: Request, subscription_id: int, *, billing: bool = False) -> Subscription:
+    """The user's subscription (404 when it is not one of their customers'); `billing`: 403 unless they are an owner
+    or billing admin of its customer."""
+    found = subscription_get_with_role(user=request.user, subscription_id=subscription_id)
+    if found is None:
+        raise NotFound()
+    subscription, role = found
+    if billing and role not in Membership.BILLING_ROLES:
+        raise PermissionDenied(BILLING_ROLE_REQUIRED)
+    return subscription
 
 
 def _require_billing_role(request: Request, customer_id: int) -> Membership:
@@ -138,12 +150,7 @@ class QuoteCreateApi(APIView):
     )
     def post(self, request: Request, subscription_id: int) -> Response:
         now = timezone.now()
-        found = subscription_get_with_role(user=request.user, subscription_id=subscription_id)
-        if found is None:
-            raise NotFound()
-        subscription, role = found
-        if role not in Membership.BILLING_ROLES:
-            raise PermissionDenied(BILLING_ROLE_REQUIRED)
+        subscription = subscription_or_404(request, subscription_id, billing=True)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if data.validated_data["cancel"]:

@@ -6,15 +6,12 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.apis import BILLING_ROLE_REQUIRED, ERROR
-from billing.models import Membership
+from billing.apis import ERROR, subscription_or_404
 from billing.money import format_amount
-from billing.selectors import subscription_get_with_role
 from billing.serializers import QuoteSerializer, quote_json
 from retention.selectors.renewal_offers import (
     Figures,
@@ -86,13 +83,6 @@ def renewal_offer_json(view: RenewalOfferView) -> dict:
     }
 
 
-def _subscription(request: Request, subscription_id: int):
-    found = subscription_get_with_role(user=request.user, subscription_id=subscription_id)
-    if found is None:
-        raise NotFound()
-    return found
-
-
 class SubscriptionRenewalOfferApi(APIView):
     @extend_schema(
         summary="Get the renewal offer a monthly subscription sees now",
@@ -103,7 +93,7 @@ class SubscriptionRenewalOfferApi(APIView):
         responses={200: RENEWAL_OFFER, 404: ERROR},
     )
     def get(self, request: Request, subscription_id: int) -> Response:
-        subscription, _role = _subscription(request, subscription_id)
+        subscription = subscription_or_404(request, subscription_id)
         view, reason = renewal_offer_get(subscription=subscription, now=timezone.now())
         if view is None:
             return Response({"available": False, "reason": reason, "subscription": subscription.pk, "offer": None,
@@ -120,9 +110,7 @@ class SubscriptionRenewalOfferQuoteApi(APIView):
         request=None, responses={201: QuoteSerializer, 403: ERROR, 404: ERROR, 422: ERROR},
     )
     def post(self, request: Request, subscription_id: int) -> Response:
-        subscription, role = _subscription(request, subscription_id)
-        if role not in Membership.BILLING_ROLES:
-            raise PermissionDenied(BILLING_ROLE_REQUIRED)
+        subscription = subscription_or_404(request, subscription_id, billing=True)
         now = timezone.now()
         quote = renewal_offer_quote_create(subscription=subscription, actor=request.user, now=now)
         return Response(quote_json(quote, now=now), status=status.HTTP_201_CREATED)

@@ -8,15 +8,14 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.apis import BILLING_ROLE_REQUIRED, ERROR, _require_billing_role
+from billing.apis import ERROR, _require_billing_role, subscription_or_404
 from billing.errors import BillingError
-from billing.models import Membership, Price
-from billing.selectors import subscription_get_with_role
+from billing.models import Price
 from billing.serializers import PlanChangeSerializer, QuoteSerializer, SubscriptionSerializer, quote_json
 from retention.models import ExitReason, ExitSurvey, OfferPresentation
 from retention.selectors.exit_flow import exit_reason_list, offer_presentation_list
@@ -59,16 +58,6 @@ class ExitSurveySerializer(serializers.ModelSerializer):
         return OfferPresentationSerializer(offer_presentation_list(survey=survey), many=True).data
 
 
-def _subscription_for_billing(request: Request, subscription_id: int):
-    found = subscription_get_with_role(user=request.user, subscription_id=subscription_id)
-    if found is None:
-        raise NotFound()
-    subscription, role = found
-    if role not in Membership.BILLING_ROLES:
-        raise PermissionDenied(BILLING_ROLE_REQUIRED)
-    return subscription
-
-
 def _survey_for_billing(request: Request, survey_id: int) -> ExitSurvey:
     survey = (ExitSurvey.objects.select_related("reason", "subscription__price__plan__product", "target_price__plan")
               .filter(pk=survey_id, customer__memberships__user=request.user).first())
@@ -102,7 +91,7 @@ class ExitSurveyCreateApi(APIView):
                                             422: ERROR},
     )
     def post(self, request: Request, subscription_id: int) -> Response:
-        subscription = _subscription_for_billing(request, subscription_id)
+        subscription = subscription_or_404(request, subscription_id, billing=True)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -162,7 +151,7 @@ class SubscriptionReactivateApi(APIView):
     @extend_schema(summary="Keep a subscription: withdraw its scheduled cancellation (or downgrade)", request=None,
                    responses={200: PlanChangeSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
     def post(self, request: Request, subscription_id: int) -> Response:
-        subscription = _subscription_for_billing(request, subscription_id)
+        subscription = subscription_or_404(request, subscription_id, billing=True)
         change = subscription_reactivate(subscription=subscription, actor=request.user, now=timezone.now())
         return Response(PlanChangeSerializer(change).data)
 
@@ -171,7 +160,7 @@ class SubscriptionResumeApi(APIView):
     @extend_schema(summary="Resume a paused subscription now (billing starts again today)", request=None,
                    responses={200: SubscriptionSerializer, 403: ERROR, 404: ERROR, 409: ERROR})
     def post(self, request: Request, subscription_id: int) -> Response:
-        subscription = _subscription_for_billing(request, subscription_id)
+        subscription = subscription_or_404(request, subscription_id, billing=True)
         subscription = subscription_resume(subscription=subscription, actor=request.user, now=timezone.now())
         return Response(SubscriptionSerializer(subscription).data)
 
